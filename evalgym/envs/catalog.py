@@ -1,0 +1,75 @@
+"""Every built-in env, one registration line each. Bump an env's version when its prompt, answer
+extraction or reward changes; keep the old version registered while results refer to it."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from evalgym.envs import countdown, math_data, procedural
+from evalgym.envs.registry import register, register_verifier
+from evalgym.envs.sources import GeneratedSource
+
+
+def _math_verifier() -> Any:
+    from evalgym.verifiers.math import MathVerifier
+
+    return MathVerifier()
+
+
+def _countdown_verifier() -> Any:
+    from evalgym.verifiers.countdown import CountdownVerifier
+
+    return CountdownVerifier()
+
+
+def _rg_verifier() -> Any:
+    from evalgym.envs.reasoning_gym_env import ReasoningGymVerifier
+
+    return ReasoningGymVerifier()
+
+
+def _generated(generate: Any) -> Any:
+    def source(info: Any, seed: int = 0, instruction: str = procedural.SHORT_INSTRUCTION, **knobs: Any) -> Any:
+        return GeneratedSource(info, generate, seed=seed, instruction=instruction, **knobs)
+
+    return source
+
+
+def _rg_source(info: Any, **kwargs: Any) -> Any:
+    from evalgym.envs.reasoning_gym_env import ReasoningGymSource
+
+    return ReasoningGymSource(info, **kwargs)
+
+
+def register_all() -> None:
+    register_verifier("math", _math_verifier)
+    register_verifier("countdown", _countdown_verifier)
+    register_verifier("reasoning-gym", _rg_verifier)
+
+    register("gsm8k", 0, domain="math", verifier="math", source=math_data.gsm8k_source,
+             description="GSM8K grade-school word problems (train 7473 / test 1319)")
+    register("math", 0, domain="math", verifier="math", source=math_data.math_source,
+             description="MATH competition problems, all 5000 test / 7500 train")
+    register("math500", 0, domain="math", verifier="math", source=math_data.math500_source,
+             description="MATH-500, the PRM800K test subset")
+    register("countdown", 0, domain="countdown", verifier="countdown", source=countdown.countdown_source,
+             description="Countdown with 3 numbers (d1 test set)")
+    register("countdown-gen", 0, domain="countdown", verifier="countdown", source=countdown.countdown_gen_source,
+             description="Countdown, procedural: knobs count, max_number")
+    register("arithmetic", 0, domain="math", verifier="math", source=_generated(procedural.arithmetic),
+             description="Integer arithmetic, procedural: knobs digits, terms, ops")
+    register("linear-equations", 0, domain="math", verifier="math",
+             source=_generated(procedural.linear_equations),
+             description="Solve a x + b = c, procedural: knobs coef_max, solution_max")
+    register("fractions", 0, domain="math", verifier="math", source=_generated(procedural.fractions),
+             description="Fraction arithmetic, procedural: knobs den_max, terms, ops")
+    register("retry-arithmetic", 0, domain="math", verifier="math", source=_generated(procedural.arithmetic),
+             max_turns=3, description="Multi-turn: arithmetic with feedback and up to 3 attempts")
+    register("reasoning-gym", 0, domain="reasoning-gym", verifier="reasoning-gym", source=_rg_source,
+             description="Any reasoning-gym dataset: kwargs dataset, size, seed, config")
+    from evalgym.envs.reasoning_gym_env import BUILTIN
+
+    for name in BUILTIN:
+        register(f"rg-{name.replace('_', '-')}", 0, domain="reasoning-gym", verifier="reasoning-gym",
+                 source=partial(_rg_source, dataset=name), description=f"reasoning-gym {name}")

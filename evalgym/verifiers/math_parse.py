@@ -1,0 +1,502 @@
+"""Normalize an answer string and parse it (LaTeX or plain text) into a value that can be compared.
+
+Values: a sympy expression; or a tagged tuple for structure:
+``("eq", lhs, rhs)``, ``("rel", exprs, ops)`` (inequality chain), ``("seq", open, close, items)``
+(tuple or interval), ``("set", items)``, ``("list", items)`` (comma-separated solutions),
+``("union", parts)``, ``("matrix", rows)``, ``("choice", "B")``.
+
+A ``\\pm`` inside an expression becomes the symbol ``PM``; the comparer expands it to both signs.
+The parser is a small recursive-descent parser: no eval, bounded depth and length, and big powers or
+factorials are left unevaluated so that building the value can never hang.
+
+    parse_answer(normalize("$\\dfrac{1}{2}$"))  ->  Rational(1, 2)
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import sympy
+from sympy import Integer, Rational, Symbol
+
+from evalgym.verifiers.math_extract import braced
+
+PM = Symbol("PM")
+MAX_ANSWER = 1500
+MAX_DEPTH = 120
+
+
+class ParseError(ValueError):
+    pass
+
+
+_UNICODE = {
+    "−": "-", "–": "-", "—": "-", "×": r"\times ", "÷": r"\div ", "·": r"\cdot ", "⋅": r"\cdot ",
+    "π": r"\pi ", "√": r"\sqrt", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
+    "∪": r"\cup ", "±": r"\pm ", "∓": r"\mp ", "°": "", "⁄": "/", "∅": r"\emptyset ", "θ": r"\theta ",
+    "α": r"\alpha ", "β": r"\beta ", "’": "'", "\u00a0": " ",
+}
+_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
+    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+}
+_TEXT_CMDS = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox|mathit|operatorname|hbox)\s*\{")
+_FUNCS = ("arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sin", "cos", "tan", "sec", "csc", "cot",
+          "log", "ln", "exp", "sqrt")
+_PLAIN_FUNC = re.compile(r"(?<![\\a-zA-Z])(" + "|".join(_FUNCS) + r"|pi|infty|inf)(?![a-zA-Z])")
+_NUMERIC_HEAD = re.compile(r"^([-+]?\$?\s*[\d.,/]+)\s*((?:[a-zA-Z]+\.?\s*){1,3}(?:\^?\{?[23]\}?)?)$")
+_UNIT_TAIL = re.compile(r"(?<=[\d})])\s*(?:degrees?|units?|square\s+units|sq\.?\s*units|cm|inches|inch|feet|meters?|"
+                        r"dollars?|cents?|miles?|hours?|minutes?|seconds?|days?|years?)(?:\^?\{?[23]\}?)?\s*$")
+
+
+def _unwrap_text(s: str) -> str:
+    for _ in range(50):
+        m = _TEXT_CMDS.search(s)
+        if not m:
+            return s
+        end = braced(s, m.end() - 1)
+        if end < 0:
+            return s[: m.start()] + s[m.end():]
+        s = s[: m.start()] + s[m.end(): end] + s[end + 1:]
+    return s
+
+
+def normalize(raw: str) -> tuple[str, set[str]]:
+    """Canonical surface form of an answer, and flags (``percent``, ``degrees``) for the comparer."""
+    flags: set[str] = set()
+    s = unicodedata.normalize("NFKC", raw.replace("\x00", ""))
+    for k, v in _UNICODE.items():
+        if k in s:
+            if k == "°":
+                flags.add("degrees")
+            s = s.replace(k, v)
+    s = _unwrap_text(s)
+    s = re.sub(r"\\(?:displaystyle|left|right|bigl|bigr|Bigl|Bigr|big|Big|bigg|Bigg)(?![a-zA-Z])\.?", "", s)
+    s = re.sub(r",\\!\s*(?=\d{3})", ",", s)  # 10,\!080
+    s = re.sub(r"(?<!\\)\\!", "", s)
+    s = re.sub(r"(?<!\\)\\[,;: ]|\\q?quad|~", " ", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\(", "").replace("\\)", "")
+    s = s.replace("\\[", "").replace("\\]", "")
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\[dt]binom", r"\\binom", s)
+    s, n = re.subn(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|\\circ", "", s)
+    if n:
+        flags.add("degrees")
+    s, n = re.subn(r"\\?%", "", s)
+    if n:
+        flags.add("percent")
+    s = s.replace("{,}", "").replace("\\infty", "\\infty ")
+    s = s.strip().rstrip(".").strip()
+    s = re.sub(r"^(?:[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s+)", "", s)  # "x \in [1, 2]"
+    s = re.sub(r"\s+(?:or|and)\s+", ", ", s)
+    low = s.lower()
+    if low in _WORDS:
+        return str(_WORDS[low]), flags
+    m = re.fullmatch(r"\(?([A-E])\)?", s)
+    if m:
+        return m.group(1), flags | {"choice"}
+    s = _UNIT_TAIL.sub("", s)
+    if re.fullmatch(r"[-+]?\d{1,3}(?: \d{3})+", s):
+        s = s.replace(" ", "")  # 1\,000
+    m = _NUMERIC_HEAD.match(s)
+    if m and not re.search(r"[a-zA-Z]", m.group(1)):
+        s = m.group(1)  # "18 dollars", "5 cm^2"
+    s = s.strip()
+    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")  # thousands separators, only when the whole answer is one number
+    s = _PLAIN_FUNC.sub(lambda m: "\\" + ("infty" if m.group(1) == "inf" else m.group(1)), s)
+    return s.strip(), flags
+
+
+# -- tokenizer -------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"(?P<num>\d+\.\d*|\.\d+|\d+)|(?P<cmd>\\[a-zA-Z]+|\\[{}|])|(?P<id>[a-zA-Z])"
+    r"|(?P<op>\*\*|<=|>=|!=|\\\\|[-+*/^_(){}\[\],;=<>!|&':])|(?P<ws>\s+)"
+)
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta",
+          "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi",
+          "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
+_RELOPS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", "\\le": "<=", "\\leq": "<=",
+           "\\ge": ">=", "\\geq": ">=", "\\lt": "<", "\\gt": ">", "\\ne": "!=", "\\neq": "!=",
+           "\\leqslant": "<=", "\\geqslant": ">="}
+_SYMPY_FUNCS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "sec": sympy.sec, "csc": sympy.csc,
+                "cot": sympy.cot, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan,
+                "sinh": sympy.sinh, "cosh": sympy.cosh, "tanh": sympy.tanh, "ln": sympy.log, "exp": sympy.exp}
+
+
+def tokenize(s: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(s):
+        m = _TOKEN.match(s, pos)
+        if not m:
+            raise ParseError(f"unexpected character {s[pos]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        assert kind is not None
+        if kind != "ws":
+            out.append((kind, m.group(0)))
+    return out
+
+
+def _pow(base: Any, exp: Any) -> Any:
+    big = (exp.is_Number and abs(exp) > 2000) or (exp.is_Number is False and not exp.free_symbols)
+    if big and base.is_Number:
+        return sympy.Pow(base, exp, evaluate=False)
+    if exp.is_Integer and abs(exp) > 64 and (base.free_symbols or base.is_Add):
+        return sympy.Pow(base, exp, evaluate=False)
+    return sympy.Pow(base, exp)
+
+
+def _is_expr(v: Any) -> bool:
+    return isinstance(v, sympy.Basic)
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str]]):
+        self.t = tokens
+        self.i = 0
+        self.depth = 0
+        self._last_was_frac = False
+
+    # helpers
+    def peek(self, k: int = 0) -> tuple[str, str] | None:
+        j = self.i + k
+        return self.t[j] if j < len(self.t) else None
+
+    def val(self) -> str | None:
+        p = self.peek()
+        return p[1] if p else None
+
+    def take(self, expected: str | None = None) -> tuple[str, str]:
+        p = self.peek()
+        if p is None:
+            raise ParseError("unexpected end of answer")
+        if expected is not None and p[1] != expected:
+            raise ParseError(f"expected {expected!r}, got {p[1]!r}")
+        self.i += 1
+        return p
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError("answer nested too deeply")
+
+    # grammar
+    def answer(self) -> Any:
+        items = self.items(stop=())
+        if self.peek() is not None:
+            raise ParseError(f"unexpected {self.val()!r}")
+        return items[0] if len(items) == 1 else ("list", tuple(items))
+
+    def items(self, stop: tuple[str, ...]) -> list[Any]:
+        out = [self.union()]
+        while self.val() in (",", ";"):
+            self.take()
+            if self.peek() is None or self.val() in stop:
+                break
+            out.append(self.union())
+        return out
+
+    def union(self) -> Any:
+        first = self.relation()
+        if self.val() != "\\cup":
+            return first
+        parts = [first]
+        while self.val() == "\\cup":
+            self.take()
+            parts.append(self.relation())
+        return ("union", tuple(parts))
+
+    def relation(self) -> Any:
+        exprs = [self.expr()]
+        ops: list[str] = []
+        while self.val() in _RELOPS:
+            ops.append(_RELOPS[self.take()[1]])
+            exprs.append(self.expr())
+        if not ops:
+            return exprs[0]
+        if ops == ["="]:
+            return ("eq", exprs[0], exprs[1])
+        if "=" in ops:
+            raise ParseError("chained equation")
+        return ("rel", tuple(exprs), tuple(ops))
+
+    def expr(self) -> Any:
+        self.enter()
+        left = self.term()
+        while self.val() in ("+", "-", "\\pm", "\\mp"):
+            op = self.take()[1]
+            right = self.term()
+            left = self._arith(op, left, right)
+        self.depth -= 1
+        return left
+
+    def _arith(self, op: str, a: Any, b: Any) -> Any:
+        if not (_is_expr(a) and _is_expr(b)):
+            raise ParseError("arithmetic on a tuple, set or relation")
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op in ("\\pm", "\\mp"):
+            return a + PM * b if op == "\\pm" else a - PM * b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        raise ParseError(op)
+
+    def term(self) -> Any:
+        left = self.unary()
+        while True:
+            v = self.val()
+            if v in ("*", "\\cdot", "\\times", "/", "\\div"):
+                self.take()
+                op = "/" if v in ("/", "\\div") else "*"
+                left = self._arith(op, left, self.unary())
+            elif self._starts_atom():
+                right = self.unary(implicit=True)
+                if _is_expr(left) and left.is_Integer and _is_expr(right) and right.is_Rational \
+                        and not right.is_Integer and self._last_was_frac:
+                    left = left + right if left >= 0 else left - right  # mixed number 2\frac{1}{2}
+                else:
+                    left = self._arith("*", left, right)
+            else:
+                return left
+
+    def _starts_atom(self) -> bool:
+        p = self.peek()
+        if p is None:
+            return False
+        kind, v = p
+        if kind in ("num", "id"):
+            return True
+        if kind == "cmd":
+            return v not in _RELOPS and v not in ("\\cdot", "\\times", "\\div", "\\pm", "\\mp", "\\cup",
+                                                   "\\end", "\\}", "\\in")
+        return v in ("(", "[", "{")
+
+    def unary(self, implicit: bool = False) -> Any:
+        v = self.val()
+        if v in ("-", "+", "\\pm", "\\mp") and not implicit:
+            self.take()
+            inner = self.unary()
+            if not _is_expr(inner):
+                raise ParseError("sign before a tuple or set")
+            return {"-": -inner, "+": inner, "\\pm": PM * inner, "\\mp": -PM * inner}[v]
+        return self.power()
+
+    def power(self) -> Any:
+        self._last_was_frac = False
+        base = self.postfix()
+        if self.val() in ("^", "**"):
+            self.take()
+            if self.val() in ("-", "+"):
+                sign = -1 if self.take()[1] == "-" else 1
+                exp = sign * self.arg()
+            else:
+                exp = self.arg()
+            if not (_is_expr(base) and _is_expr(exp)):
+                raise ParseError("power of a tuple or set")
+            self._last_was_frac = False
+            return _pow(base, exp)
+        return base
+
+    def postfix(self) -> Any:
+        a = self.atom()
+        while self.val() in ("!", "'"):
+            if self.take()[1] == "'":
+                raise ParseError("primes are not supported")
+            if not _is_expr(a) or (a.is_Number and abs(a) > 500):
+                a = sympy.factorial(a, evaluate=False)
+            else:
+                a = sympy.factorial(a)
+        return a
+
+    def arg(self) -> Any:
+        """A LaTeX macro argument: ``{...}`` or a single token (``\\frac12``: one digit)."""
+        p = self.peek()
+        if p is None:
+            raise ParseError("missing argument")
+        if p[1] == "{":
+            self.take()
+            inner = self.relation()
+            self.take("}")
+            return inner
+        if p[0] == "num" and len(p[1]) > 1 and "." not in p[1]:
+            self.t[self.i] = ("num", p[1][1:])
+            return Integer(p[1][0])
+        return self.postfix()
+
+    def atom(self) -> Any:
+        self.enter()
+        try:
+            return self._atom()
+        finally:
+            self.depth -= 1
+
+    def _atom(self) -> Any:
+        kind, v = self.take()
+        if kind == "num":
+            if self.val() == "_" and "." not in v:  # 204_5: a numeral in base 5
+                self.take()
+                base = self.arg()
+                if not (_is_expr(base) and base.is_Integer and 2 <= base <= 36):
+                    raise ParseError("bad numeral base")
+                try:
+                    return Integer(int(v, int(base)))
+                except ValueError:
+                    raise ParseError(f"{v} is not a base-{base} numeral") from None
+            return Rational(v) if "." in v else Integer(v)
+        if kind == "id":
+            if self.val() == "_":
+                self.take()
+                sub = self.arg()
+                return Symbol(f"{v}_{sub}")
+            return {"i": sympy.I, "e": sympy.E}.get(v, Symbol(v))
+        if v in ("(", "["):
+            return self.bracketed(v)
+        if v == "{":
+            inner = self.items(stop=("}",))
+            self.take("}")
+            return inner[0] if len(inner) == 1 else ("set", tuple(inner))
+        if v == "\\{":
+            if self.val() == "\\}":
+                self.take()
+                return ("set", ())
+            inner = self.items(stop=("\\}",))
+            self.take("\\}")
+            return ("set", tuple(inner))
+        if v in ("|", "\\|", "\\vert"):
+            inner = self.expr()
+            self.take(v)
+            if not _is_expr(inner):
+                raise ParseError("absolute value of a tuple")
+            return sympy.Abs(inner)
+        if kind == "cmd":
+            return self.command(v[1:])
+        raise ParseError(f"unexpected {v!r}")
+
+    def bracketed(self, open_: str) -> Any:
+        items = self.items(stop=(")", "]"))
+        close = self.take()[1]
+        if close not in (")", "]"):
+            raise ParseError(f"unclosed {open_!r}")
+        if len(items) == 1 and open_ == "(" and close == ")":
+            return items[0]
+        if len(items) == 1 and open_ == "[" and close == "]" and _is_expr(items[0]):
+            return items[0]
+        return ("seq", open_, close, tuple(items))
+
+    def command(self, name: str) -> Any:
+        if name == "frac":
+            num, den = self.arg(), self.arg()
+            if not (_is_expr(num) and _is_expr(den)):
+                raise ParseError("\\frac of a tuple")
+            self._last_was_frac = True
+            return num / den
+        if name == "sqrt":
+            index = Integer(2)
+            if self.val() == "[":
+                self.take()
+                index = self.expr()
+                self.take("]")
+            body = self.arg()
+            if not _is_expr(body):
+                raise ParseError("\\sqrt of a tuple")
+            return sympy.root(body, index)
+        if name == "binom":
+            n, k = self.arg(), self.arg()
+            big = any(_is_expr(a) and a.is_Number and abs(a) > 10**4 for a in (n, k))
+            return sympy.binomial(n, k, evaluate=not big)
+        if name == "pi":
+            return sympy.pi
+        if name == "infty":
+            return sympy.oo
+        if name in ("emptyset", "varnothing"):
+            return ("set", ())
+        if name in _GREEK:
+            return Symbol(name)
+        if name == "begin":
+            return self.matrix()
+        if name == "log":
+            base = None
+            if self.val() == "_":
+                self.take()
+                base = self.arg()
+            x = self.arg() if self.val() == "{" else self.unary(implicit=True)
+            return sympy.log(x, base) if base is not None else sympy.log(x)
+        if name in _SYMPY_FUNCS:
+            power = None
+            if self.val() == "^":
+                self.take()
+                power = self.arg()
+            x = self.arg() if self.val() == "{" else self.unary(implicit=True)
+            if not _is_expr(x):
+                raise ParseError(f"\\{name} of a tuple")
+            out = _SYMPY_FUNCS[name](x)
+            return _pow(out, power) if power is not None else out
+        raise ParseError(f"unsupported command \\{name}")
+
+    def matrix(self) -> Any:
+        self.take("{")
+        env = ""
+        while self.val() not in ("}", None):
+            env += self.take()[1]
+        self.take("}")
+        if env not in ("pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix", "array"):
+            raise ParseError(f"unsupported environment {env}")
+        if env == "array" and self.val() == "{":  # column spec
+            while self.take()[1] != "}":
+                pass
+        rows: list[tuple[Any, ...]] = []
+        row: list[Any] = []
+        while True:
+            if self.val() == "\\end":
+                self.take()
+                self.take("{")
+                while self.take()[1] != "}":
+                    pass
+                break
+            row.append(self.expr())
+            if self.val() == "\\end":
+                continue
+            sep = self.take()[1]
+            if sep == "&":
+                continue
+            if sep == "\\\\":
+                rows.append(tuple(row))
+                row = []
+                continue
+            raise ParseError(f"unexpected {sep!r} in matrix")
+        if row:
+            rows.append(tuple(row))
+        return ("matrix", tuple(rows))
+
+
+_PROSE = re.compile(r"(?<![\\a-zA-Z])(?:[a-zA-Z]{3,}|so|is|it|or|an|as|at|be|by|if|in|of|on|to|we|no)(?![a-zA-Z])")
+
+
+def parse_answer(s: str) -> Any:
+    """Parse a normalized answer. Raises ParseError for what is not a well-formed answer."""
+    if not s:
+        raise ParseError("empty answer")
+    word = _PROSE.search(re.sub(r"\\(?:begin|end)\{\w+\}", "", s))
+    if word:
+        raise ParseError(f"prose in the answer ({word.group(0)!r})")
+    if len(s) > MAX_ANSWER:
+        raise ParseError(f"answer longer than {MAX_ANSWER} characters")
+    try:
+        return _Parser(tokenize(s)).answer()
+    except RecursionError:
+        raise ParseError("answer nested too deeply") from None
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"{type(exc).__name__}: {exc}"[:200]) from None
