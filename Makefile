@@ -1,0 +1,42 @@
+# evalgym: two commands on a fresh machine.
+#   make demo   creates .venv, installs, runs the main job
+#   make test   creates/updates .venv, installs, runs the whole test suite
+# Both are idempotent: the install step reruns only when pyproject.toml changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.evalgym-installed
+# Benchmark data lives beside the repo (never inside it); loaders read it from this path.
+DATA_DIR ?= $(abspath ../shared/data)
+ifneq ($(wildcard $(DATA_DIR)),)
+export EVALGYM_DATA_DIR ?= $(DATA_DIR)
+endif
+# No dataset/model hub on CI machines: fail fast rather than retry.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first and pinned: the CPU wheel on CPU-only machines (an unpinned torch drags a CUDA build)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c "import evalgym, torch, gymnasium, sympy, lm_eval" 
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/evalgym demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) perf/math_verifier_bench.py --workers 2
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
