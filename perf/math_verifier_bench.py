@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MATH500 = "/work/shared/data/math500/test.jsonl"
+MATH500 = os.path.join(os.environ.get("EVALGYM_DATA_DIR") or os.path.join(ROOT, "..", "shared", "data"),
+                       "math500", "test.jsonl")
 RESULTS = os.path.join(ROOT, "perf", "results")
 BUDGET_S = 1.0
 

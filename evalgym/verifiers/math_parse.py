@@ -153,6 +153,13 @@ def _pow(base: Any, exp: Any) -> Any:
     return sympy.Pow(base, exp)
 
 
+def _huge(x: Any) -> bool:
+    """Holds a number too large to evaluate functions of (sin(10^10^10) would need 10^10 digits of pi)."""
+    return any((isinstance(n, sympy.Pow) and n.exp.is_number and not n.exp.is_zero and
+                (n.exp.has(sympy.Pow) or abs(n.exp) > 300)) or (n.is_Integer and abs(n) > 10**300)
+               for n in sympy.preorder_traversal(x))
+
+
 def _is_expr(v: Any) -> bool:
     return isinstance(v, sympy.Basic)
 
@@ -240,6 +247,14 @@ class _Parser:
     def _arith(self, op: str, a: Any, b: Any) -> Any:
         if not (_is_expr(a) and _is_expr(b)):
             raise ParseError("arithmetic on a tuple, set or relation")
+        if _huge(a) or _huge(b):  # keep towers inert: sympy's auto-simplification would evaluate them
+            if op in ("\\pm", "\\mp"):
+                raise ParseError("\\pm with an astronomically large term")
+            if op == "-":
+                b, op = sympy.Mul(-1, b, evaluate=False), "+"
+            if op == "/":
+                b, op = sympy.Pow(b, -1, evaluate=False), "*"
+            return sympy.Add(a, b, evaluate=False) if op == "+" else sympy.Mul(a, b, evaluate=False)
         if op == "+":
             return a + b
         if op == "-":
@@ -410,6 +425,8 @@ class _Parser:
             body = self.arg()
             if not _is_expr(body):
                 raise ParseError("\\sqrt of a tuple")
+            if _huge(body):
+                return sympy.Pow(body, 1 / index, evaluate=False)
             return sympy.root(body, index)
         if name == "binom":
             n, k = self.arg(), self.arg()
@@ -431,6 +448,10 @@ class _Parser:
                 self.take()
                 base = self.arg()
             x = self.arg() if self.val() == "{" else self.unary(implicit=True)
+            if not _is_expr(x) or (base is not None and not _is_expr(base)):
+                raise ParseError("\\log of a tuple")
+            if _huge(x) or (base is not None and _huge(base)):
+                return sympy.log(x, evaluate=False)
             return sympy.log(x, base) if base is not None else sympy.log(x)
         if name in _SYMPY_FUNCS:
             power = None
@@ -440,7 +461,7 @@ class _Parser:
             x = self.arg() if self.val() == "{" else self.unary(implicit=True)
             if not _is_expr(x):
                 raise ParseError(f"\\{name} of a tuple")
-            out = _SYMPY_FUNCS[name](x)
+            out = _SYMPY_FUNCS[name](x, evaluate=not _huge(x))
             return _pow(out, power) if power is not None else out
         raise ParseError(f"unsupported command \\{name}")
 

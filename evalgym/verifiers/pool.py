@@ -79,9 +79,14 @@ class _Worker:
         self.proc = ctx.Process(target=_worker_main, args=(child, preload), daemon=True)
         self.proc.start()
         child.close()
-        if not self.conn.poll(STARTUP_TIMEOUT_S) or self.conn.recv() != "ready":
+        try:
+            ready = self.conn.poll(STARTUP_TIMEOUT_S) and self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
             self.kill()
-            raise RuntimeError(f"verifier worker did not start within {STARTUP_TIMEOUT_S}s (preload {preload})")
+            raise RuntimeError(f"a verifier worker failed to start (preload {preload}); its error is on stderr "
+                               "above. Worker processes re-import the main module: run scripts from a file.")
         self.task: int | None = None
         self.started = 0.0
 

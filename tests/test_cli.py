@@ -1,0 +1,101 @@
+"""The evalgym command line, run as a real subprocess: --help everywhere, JSON output, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evalgym.cli", *args], capture_output=True, text=True,
+                          input=input, timeout=300)
+
+
+@pytest.mark.parametrize("argv", [[], ["envs"], ["envs", "list"], ["verify"], ["verify", "math"], ["demo"]])
+def test_help(argv):
+    r = run(*argv, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage: evalgym" in r.stdout
+
+
+def test_envs_list_json(data_dir):
+    r = run("--data-dir", str(data_dir), "envs", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in json.loads(r.stdout)}
+    assert rows["evalgym/gsm8k-v0"]["size"] == 1319
+    assert rows["evalgym/math500-v0"] == {**rows["evalgym/math500-v0"], "domain": "math", "verifier": "math",
+                                          "version": 0, "size": 500}
+    assert rows["evalgym/arithmetic-v0"]["size"] == "unlimited"
+    assert rows["evalgym/retry-arithmetic-v0"]["max_turns"] == 3
+
+
+def test_envs_list_without_data_says_so(tmp_path):
+    r = run("--data-dir", str(tmp_path), "envs", "list")
+    assert r.returncode == 0, r.stderr
+    gsm = next(line for line in r.stdout.splitlines() if line.startswith("evalgym/gsm8k-v0"))
+    assert "n/a" in gsm and "gsm8k" in gsm
+
+
+def test_verify_single_json():
+    r = run("verify", "math", "--gold", "\\frac{1}{2}", "--pred", "The answer is $0.5$.", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["correct"] is True and out["reward"] == 1.0 and out["error"] is None
+    assert out["extracted"] == "0.5" and out["elapsed_s"] < 1.0
+
+
+def test_verify_batch_in_order(tmp_path):
+    rows = [("1/2", "0.5", True), ("2", "\\pm 2", False), ("(1,2)", "(2, 1)", False), ("x^2-1", "(x-1)(x+1)", True)] * 25
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"gold": g, "pred": p}) + "\n" for g, p, _ in rows))
+    r = run("verify", "math", "--input", str(path))
+    assert r.returncode == 0, r.stderr
+    outs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["correct"] for o in outs] == [want for _, _, want in rows]
+    assert all({"reward", "correct", "error", "elapsed_s"} <= o.keys() for o in outs)
+
+
+def test_verify_hostile_within_budget():
+    r = run("verify", "math", "--gold", "5", "--pred", "\\boxed{9^{9^{9^{9^{9}}}}}", "--json")
+    out = json.loads(r.stdout)
+    assert out["correct"] is False and out["elapsed_s"] <= 1.2
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"gold": "1", "pred": "1"}\nnot json\n', ":2: not JSON"),
+    ('{"gold": 1, "pred": "1"}\n', ":1: field 'gold' must be a string"),
+    ('[1, 2]\n', ":1: expected an object"),
+])
+def test_verify_bad_input_names_the_line(tmp_path, content, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    r = run("verify", "math", "--input", str(path))
+    assert r.returncode == 2
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_usage_errors():
+    r = run("verify", "math", "--gold", "1")
+    assert r.returncode == 2 and "--pred" in r.stderr and "Traceback" not in r.stderr
+    r = run("verify", "math", "--input", "/nonexistent.jsonl")
+    assert r.returncode == 2 and "/nonexistent.jsonl" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_json(data_dir):
+    r = run("--data-dir", str(data_dir), "demo", "--num", "20", "--json",
+            "--envs", "evalgym/arithmetic-v0,evalgym/math500-v0")
+    assert r.returncode == 0, r.stderr
+    by = {(s["env_id"], s["policy"]): s for s in json.loads(r.stdout)}
+    for env in ("evalgym/arithmetic-v0", "evalgym/math500-v0"):
+        assert by[(env, "reference")]["accuracy"] == 1.0
+        assert by[(env, "hedger")]["accuracy"] == 0.0
+        assert 0.4 <= by[(env, "noisy")]["accuracy"] <= 0.95  # p = 0.7 over mixed answer formats
+        assert by[(env, "noisy")]["errors"] == 0
+
+
+def test_demo_unknown_env_is_a_clear_error():
+    r = run("demo", "--envs", "evalgym/nope-v0", "--num", "2")
+    assert r.returncode == 2 and "unknown env 'evalgym/nope-v0'" in r.stderr and "Traceback" not in r.stderr
