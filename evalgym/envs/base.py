@@ -45,6 +45,20 @@ class UnicodeText(spaces.Text):
         return f"UnicodeText({self.min_length}, {self.max_length})"
 
 
+def _no_shared_memory(space: UnicodeText, n: int = 1, ctx: Any = None) -> Any:
+    raise gym.error.CustomSpaceError(
+        "text observations cannot live in shared memory (Gymnasium reads them back only once); "
+        "use gymnasium.make_vec(..., vectorization_mode='async', vector_kwargs={'shared_memory': False})")
+
+
+try:  # make AsyncVectorEnv's default shared memory fail loudly instead of returning blank prompts
+    from gymnasium.vector.utils import create_shared_memory
+
+    create_shared_memory.register(UnicodeText)(_no_shared_memory)
+except (ImportError, AttributeError):  # pragma: no cover - older Gymnasium
+    pass
+
+
 @runtime_checkable
 class ProblemSource(Protocol):
     """Where an env's problems come from. ``size`` is the number of distinct problems (procedural

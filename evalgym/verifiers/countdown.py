@@ -59,6 +59,9 @@ def extract_expression(response: str) -> str | None:
     text = text.replace("\\div", "/").replace("$", "").replace("−", "-")
     if "=" in text:
         text = text.split("=")[0]
+    if not (tags or boxes):  # a free-text line: keep its last run of expression characters
+        runs = [r for r in re.findall(r"[\d\s+\-*/().]+", text) if re.search(r"\d", r)]
+        text = runs[-1] if runs else ""
     return text.strip() or None
 
 

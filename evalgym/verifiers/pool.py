@@ -77,7 +77,13 @@ class _Worker:
     def __init__(self, ctx: Any, preload: tuple[str, ...]):
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, preload), daemon=True)
-        self.proc.start()
+        me = mp.current_process()
+        was_daemon = me._config.get("daemon")  # e.g. inside an AsyncVectorEnv worker
+        me._config["daemon"] = False  # our workers die with us anyway (PDEATHSIG, EOF on the pipe)
+        try:
+            self.proc.start()
+        finally:
+            me._config["daemon"] = was_daemon
         child.close()
         try:
             ready = self.conn.poll(STARTUP_TIMEOUT_S) and self.conn.recv() == "ready"
@@ -119,7 +125,14 @@ class BudgetPool:
         self._ctx.set_forkserver_preload(list(self.preload))
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self.kills = 0  # workers killed for overrunning their budget (reported by benchmarks)
+
+    def _forget_if_forked(self) -> None:
+        """After fork, the inherited workers and pipes belong to the parent: never touch them here."""
+        if self._pid != os.getpid():
+            self._idle = []
+            self._pid = os.getpid()
 
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self.preload)
@@ -127,12 +140,14 @@ class BudgetPool:
     def warm(self) -> None:
         """Start every worker now, so the first calls do not pay for process start-up."""
         with self._lock:
+            self._forget_if_forked()
             while len(self._idle) < self.max_workers:
                 self._idle.append(self._spawn())
 
     def map(self, fn: Callable[..., Any], arg_tuples: Sequence[tuple], budget_s: float) -> list[Outcome]:
         """Call ``fn(*args)`` for each tuple, at most ``budget_s`` seconds each; results in input order."""
         with self._lock:
+            self._forget_if_forked()
             return self._map_locked(fn, list(arg_tuples), budget_s)
 
     def _map_locked(self, fn: Callable[..., Any], tasks: list[tuple], budget_s: float) -> list[Outcome]:
@@ -193,27 +208,42 @@ class BudgetPool:
 
     def close(self) -> None:
         with self._lock:
+            self._forget_if_forked()
             for w in self._idle:
                 w.stop()
             self._idle.clear()
 
 
-_DEFAULT: dict[tuple[str, ...], BudgetPool] = {}
+def _fresh_forkserver_in_child() -> None:
+    """A forked child (AsyncVectorEnv, DataLoader workers) inherits the parent's forkserver handle, which
+    is not its child: forget it, so the first pool here starts a forkserver of its own."""
+    from multiprocessing import forkserver
+
+    fs = forkserver._forkserver
+    fs._forkserver_address = fs._forkserver_alive_fd = fs._forkserver_pid = None
+    fs._inherited_fds = None
+    fs._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_forkserver_in_child)
+
+_DEFAULT: dict[tuple[int, tuple[str, ...]], BudgetPool] = {}  # keyed by pid: a forked child gets its own
 _DEFAULT_LOCK = threading.Lock()
 
 
 def shared_pool(preload: Sequence[str]) -> BudgetPool:
     """The process-wide pool for a set of grading modules (``EVALGYM_VERIFIER_WORKERS`` sizes it)."""
-    key = tuple(preload)
+    key = (os.getpid(), tuple(preload))
     with _DEFAULT_LOCK:
         pool = _DEFAULT.get(key)
         if pool is None:
             workers = int(os.environ.get("EVALGYM_VERIFIER_WORKERS", "0")) or None
-            pool = _DEFAULT[key] = BudgetPool(workers=workers, preload=key)
+            pool = _DEFAULT[key] = BudgetPool(workers=workers, preload=key[1])
         return pool
 
 
 @atexit.register
 def _close_shared() -> None:
-    for pool in _DEFAULT.values():
-        pool.close()
+    for (pid, _), pool in list(_DEFAULT.items()):
+        if pid == os.getpid():
+            pool.close()
