@@ -91,7 +91,7 @@ def default_feedback(problem: Problem, verdict: Verdict) -> str:
 class TextEnv(gym.Env[str, str]):
     """Prompt in, completion out, graded by the env's verifier."""
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
     def __init__(
         self,

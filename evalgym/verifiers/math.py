@@ -27,7 +27,8 @@ import sympy
 
 from evalgym.types import Problem, Verdict
 from evalgym.verifiers.math_extract import extract_answer
-from evalgym.verifiers.math_parse import MAX_ANSWER, PM, ParseError, _huge, normalize, parse_answer
+from evalgym.verifiers.math_normalize import normalize
+from evalgym.verifiers.math_parse import MAX_ANSWER, PM, ParseError, is_huge, parse_answer
 from evalgym.verifiers.base import PooledVerifier
 
 NAME = "math"
@@ -102,7 +103,7 @@ def _decimals(text: str) -> int | None:
 def expr_equal(g: sympy.Basic, p: sympy.Basic, gold_decimals: int | None = None) -> bool:
     if g == p:
         return True
-    if _huge(g) or _huge(p):  # towers and their functions: only identical forms are decidable in budget
+    if is_huge(g) or is_huge(p):  # towers and their functions: only identical forms are decidable in budget
         return False
     symbols = sorted((g.free_symbols | p.free_symbols) - {PM}, key=str)
     try:
