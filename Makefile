@@ -17,7 +17,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install demo test bench clean
+.PHONY: install system demo test bench clean
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/evalgym demo
 
-test: $(STAMP)
+# System packages and services for the sandboxes (bubblewrap; dockerd and the sandbox image).
+system:
+	@bash scripts/system-deps.sh
+
+test: $(STAMP) system
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -102,6 +102,28 @@ def cmd_verify_math(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sandbox -------------------------------------------------------------------------------------
+
+def cmd_sandbox_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evalgym.sandbox import Limits, Program, SandboxUnavailable, get_sandbox
+
+    path = Path(args.file)
+    try:
+        code = path.read_bytes()
+    except OSError as exc:
+        raise EvalgymError(f"{args.file}: {exc.strerror}") from None
+    limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
+    try:
+        box = get_sandbox(args.backend, strict=args.strict)
+        result = box.run(Program({"main.py": code}, ["python3", "main.py"]), limits)
+    except SandboxUnavailable as exc:
+        raise EvalgymError(f"sandbox {args.backend}: {exc}") from None
+    _print_json(result.as_dict())
+    return 0
+
+
 # -- demo ----------------------------------------------------------------------------------------
 
 DEMO_ENVS = ("evalgym/gsm8k-v0", "evalgym/math500-v0", "evalgym/arithmetic-v0", "evalgym/linear-equations-v0")
@@ -156,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--workers", type=int, default=None, help="grading processes (default: min(4, cores))")
     vm.add_argument("--json", action="store_true", help="JSON output for a single check too")
     vm.set_defaults(func=cmd_verify_math)
+
+    sandbox = sub.add_parser("sandbox", help="run programs in a sandbox")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="SUBCOMMAND")
+    srun = sandbox_sub.add_parser("run", help="run FILE.py in a sandbox; print the result as one JSON object")
+    srun.add_argument("file", metavar="FILE.py")
+    srun.add_argument("--backend", choices=("local", "docker"), default="local")
+    srun.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds (default 10)")
+    srun.add_argument("--memory", type=int, default=512, help="memory limit in MB (default 512)")
+    srun.add_argument("--strict", action="store_true", help="local: refuse to run without namespaces")
+    srun.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
+    srun.set_defaults(func=cmd_sandbox_run)
 
     demo = sub.add_parser("demo", help="evaluate seeded scripted policies on math envs and print the table")
     demo.add_argument("--envs", default=None, help=f"comma-separated env ids (default: {','.join(DEMO_ENVS)})")

@@ -1,0 +1,297 @@
+"""The local sandbox: a subprocess under an unprivileged uid with rlimits, inside bubblewrap namespaces
+when they are available.
+
+    box = LocalSandbox()               # strict=True refuses to run without namespaces
+    box.run(Program({"main.py": "print(1)"}, ["python3", "main.py"]), Limits(timeout_s=5))
+
+Each run gets:
+- its own uid from a small pool (``uid_base`` + slot, never root), so RLIMIT_NPROC counts only its own
+  processes and "kill everything of this uid" ends every process it started, daemons included;
+- rlimits: address space (memory), CPU seconds, processes, file size, core dumps off;
+- its own session and process group, a scrubbed environment (PATH, HOME, LANG + Program.env);
+- a private working directory: a size-capped tmpfs at ``/work`` holding a copy of its files;
+- with bubblewrap: new user, network (no interfaces up), mount, pid, ipc and uts namespaces, the host
+  filesystem hidden except ``/usr`` (read-only), a fresh ``/proc``, ``/dev`` and ``/tmp``,
+  ``--die-with-parent``. Without bubblewrap (``strict=False``): the same uid, rlimits and session, but the
+  host filesystem is visible (as that uid) and the network is reachable; ``isolation`` says so.
+
+Not protected against: kernel exploits; CPU-cache side channels; a host that runs something sensitive
+as the sandbox uids (60000+).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from evalgym.sandbox.base import Limits, Program, RunResult, SandboxUnavailable
+
+UID_BASE = 60000
+SLOTS = 256
+LOCK_DIR = "/run/evalgym-sandbox"  # one flock per uid: slots are unique across every process on the host
+_KILL_GRACE_S = 2.0
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _namespaces_work(bwrap: str, uid: int) -> bool:
+    """bubblewrap needs unprivileged user namespaces (as the sandbox uid); check once."""
+    try:
+        r = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--", "/usr/bin/true"],
+                           user=uid, group=uid, extra_groups=[], capture_output=True, timeout=20)
+        return r.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class _Reader(threading.Thread):
+    """Drain a pipe, keeping the first ``cap`` bytes (so a flooding program never blocks on a full pipe)."""
+
+    def __init__(self, stream, cap: int):
+        super().__init__(daemon=True)
+        self.stream, self.cap = stream, cap
+        self.buf = bytearray()
+        self.truncated = False
+
+    def run(self) -> None:
+        while True:
+            chunk = self.stream.read(65536)
+            if not chunk:
+                return
+            room = self.cap - len(self.buf)
+            if room > 0:
+                self.buf += chunk[:room]
+            if len(chunk) > max(room, 0):
+                self.truncated = True
+
+
+class LocalSandbox:
+    name = "local"
+
+    def __init__(self, strict: bool = False, uid_base: int = UID_BASE, slots: int = SLOTS,
+                 python: str = "/usr/bin/python3"):
+        if os.geteuid() != 0:
+            # Not root: we cannot switch uids; run as ourselves (rlimits + namespaces still apply).
+            self._uids = [os.geteuid()]
+        else:
+            self._uids = list(range(uid_base, uid_base + slots))
+        self._lock = threading.Lock()
+        self._held: dict[int, int] = {}
+        self.python = python
+        missing = [tool for tool in ("/usr/bin/prlimit", "/usr/bin/setpriv") if not os.path.exists(tool)]
+        if missing:
+            raise SandboxUnavailable(f"local sandbox needs util-linux's {', '.join(missing)}")
+        self.bwrap = bwrap_path()
+        self.namespaces = bool(self.bwrap) and _namespaces_work(self.bwrap, self._uids[0])
+        if strict and not self.namespaces:
+            why = "bubblewrap is not installed" if not self.bwrap else "user namespaces are not available"
+            raise SandboxUnavailable(f"local sandbox in strict mode needs namespaces: {why} "
+                                     "(apt-get install bubblewrap)")
+        self.strict = strict
+
+    # -- uid slots (uid_base .. uid_base + slots) ------------------------------------------
+    def _acquire(self) -> int:
+        """A uid no other run on this host is using: a non-blocking flock on its lock file."""
+        if os.geteuid() != 0:
+            return self._uids[0]
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+        start = random.randrange(len(self._uids))
+        while True:
+            for k in range(len(self._uids)):
+                uid = self._uids[(start + k) % len(self._uids)]
+                with self._lock:
+                    if uid in self._held:
+                        continue
+                    fd = os.open(f"{LOCK_DIR}/uid-{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        os.close(fd)
+                        continue
+                    self._held[uid] = fd
+                    return uid
+            time.sleep(0.01)
+
+    def _release(self, uid: int) -> None:
+        with self._lock:
+            fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+
+    @property
+    def isolation(self) -> tuple[str, ...]:
+        base = ("rlimits",) + (("uid",) if self._uids[0] != 0 and os.geteuid() == 0 else ())
+        if self.namespaces:
+            return base + ("userns", "netns", "mountns", "pidns", "ipcns", "utsns")
+        return base
+
+    # -- one run -----------------------------------------------------------------------------------
+    def run(self, program: Program, limits: Limits = Limits()) -> RunResult:
+        uid = self._acquire()
+        src = Path(tempfile.mkdtemp(prefix="evalgym-sbx-"))
+        try:
+            for rel, content in program.files.items():
+                path = (src / rel).resolve()
+                if src.resolve() not in path.parents:
+                    raise ValueError(f"Program.files: {rel!r} escapes the working directory")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content.encode() if isinstance(content, str) else content)
+            os.chmod(src, 0o755)
+            for p in src.rglob("*"):
+                os.chmod(p, 0o755 if p.is_dir() else 0o644)
+            return self._run(program, limits, uid, src)
+        finally:
+            if not self.namespaces or _has_processes(uid):  # a pid namespace already took its daemons down
+                self._kill_uid(uid)
+            shutil.rmtree(src, ignore_errors=True)
+            self._release(uid)
+
+    def _argv(self, program: Program, limits: Limits, src: Path, uid: int) -> tuple[list[str], Path | None]:
+        """The command line, and (without namespaces) the private working copy it runs in."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1", **dict(program.env)}
+        command = [self.python if c == "python3" else c for c in program.command]
+        if not self.namespaces:
+            work = Path(tempfile.mkdtemp(prefix="evalgym-work-"))
+            shutil.copytree(src, work, dirs_exist_ok=True)
+            if os.geteuid() == 0:
+                for p in [work, *work.rglob("*")]:
+                    os.chown(p, uid, uid)
+            env["HOME"] = str(work)
+            return ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in env.items()], *command], work
+        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
+                "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+                "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+                "--proc", "/proc", "--dev", "/dev", "--size", str(16 << 20), "--tmpfs", "/tmp",
+                "--size", str(limits.disk_mb << 20), "--tmpfs", "/work"]
+        for path in sorted(src.rglob("*")):  # bwrap copies each file into the tmpfs from an open fd
+            dest = "/work/" + path.relative_to(src).as_posix()
+            argv += ["--dir", dest] if path.is_dir() else ["--file", str(os.open(path, os.O_RDONLY)), dest]
+        argv += ["--chdir", "/work", "--clearenv"]
+        for k, v in env.items():
+            argv += ["--setenv", k, v]
+        argv += ["--", *command]
+        return argv, None
+
+    def _run(self, program: Program, limits: Limits, uid: int, src: Path) -> RunResult:
+        argv, work = self._argv(program, limits, src, uid)
+        fds = [int(argv[i + 1]) for i, a in enumerate(argv) if a == "--file"]
+        try:
+            return self._spawn(program, limits, uid, argv, work, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _spawn(self, program: Program, limits: Limits, uid: int, argv: list[str], work: Path | None,
+               fds: list[int]) -> RunResult:
+        cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s) + 1
+        nproc = limits.processes + 8  # bwrap's own helpers count too
+        # setpriv + prlimit instead of Popen(user=..., preexec_fn=...): those force a full fork() of this
+        # (possibly huge, torch-laden) process, ~13 ms; the exec chain costs ~3 ms.
+        prefix = ["/usr/bin/prlimit", f"--as={limits.memory_mb << 20}", f"--cpu={cpu}", f"--nproc={nproc}",
+                  f"--fsize={limits.disk_mb << 20}", "--core=0", "--"]
+        if os.geteuid() == 0:
+            prefix = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *prefix]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.Popen(prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd=str(work) if work else "/", start_new_session=True,
+                                    close_fds=True, pass_fds=fds, env={})
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot start the sandboxed process: {exc}") from None
+        readers = [_Reader(proc.stdout, limits.output_bytes), _Reader(proc.stderr, limits.output_bytes)]
+        for r in readers:
+            r.start()
+        feeder = threading.Thread(target=self._feed, args=(proc, program.stdin), daemon=True)
+        feeder.start()
+        expired = threading.Event()
+
+        def on_timeout() -> None:
+            expired.set()
+            self._kill_group(proc)
+            self._kill_uid(uid)
+
+        timer = threading.Timer(limits.timeout_s, on_timeout)
+        timer.start()
+        proc.wait()  # blocking wait: Popen.wait(timeout=...) polls with sleeps, adding ~30 ms a run
+        timer.cancel()
+        duration = time.perf_counter() - t0
+        timed_out = expired.is_set()
+        for r in readers:
+            r.join(timeout=_KILL_GRACE_S)
+        stdout = bytes(readers[0].buf).decode("utf-8", "replace")
+        stderr = bytes(readers[1].buf).decode("utf-8", "replace")
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        code = None if timed_out else proc.returncode
+        oom = "MemoryError" in stderr or "Cannot allocate memory" in stderr or "std::bad_alloc" in stderr
+        return RunResult(exit_code=code, timed_out=timed_out, oom=oom, stdout=stdout, stderr=stderr,
+                         truncated=readers[0].truncated or readers[1].truncated, duration_s=duration,
+                         backend=self.name, isolation=self.isolation)
+
+    @staticmethod
+    def _feed(proc: subprocess.Popen, data: str | bytes | None) -> None:
+        try:
+            if data:
+                proc.stdin.write(data.encode() if isinstance(data, str) else data)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_uid(self, uid: int) -> None:
+        """SIGKILL every process of ``uid`` (kill(-1) from a child running as that uid)."""
+        if os.geteuid() != 0 or uid == 0:
+            return
+        for _ in range(3):  # a fork bomb may be mid-fork: repeat until nothing is left
+            pid = os.fork()
+            if pid == 0:  # child: become the uid and kill all its processes, then exit
+                try:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                    os.kill(-1, signal.SIGKILL)
+                except BaseException:  # noqa: BLE001
+                    pass
+                os._exit(0)
+            os.waitpid(pid, 0)
+            if not _has_processes(uid):
+                return
+
+    def close(self) -> None:
+        pass
+
+
+def _has_processes(uid: int) -> bool:
+    """Whether a live (non-zombie) process of ``uid`` exists."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+                if state not in (b"Z", b"X"):
+                    return True
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    return False
