@@ -102,6 +102,32 @@ def cmd_verify_math(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_code(args: argparse.Namespace) -> int:
+    from evalgym.verifiers.code import grade_rows
+
+    rows = []
+    try:
+        f = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    except OSError as exc:
+        raise EvalgymError(f"--input {args.input}: {exc.strerror}") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalgymError(f"{args.input}:{lineno}: not JSON ({exc.msg})") from None
+            for field in ("prompt", "completion", "test", "entry_point"):
+                if not isinstance(row.get(field) if isinstance(row, dict) else None, str):
+                    raise EvalgymError(f"{args.input}:{lineno}: field {field!r} must be a string")
+            rows.append(row)
+    for v in grade_rows(rows, backend=args.backend, workers=args.workers, timeout_s=args.timeout):
+        _print_json({"reward": v.reward, "passed": v.correct, "error": v.error, "elapsed_s": round(v.elapsed_s, 4),
+                     "reason": v.details.get("reason"), "backend": v.details.get("backend")})
+    return 0
+
+
 # -- sandbox -------------------------------------------------------------------------------------
 
 def cmd_sandbox_run(args: argparse.Namespace) -> int:
@@ -178,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--workers", type=int, default=None, help="grading processes (default: min(4, cores))")
     vm.add_argument("--json", action="store_true", help="JSON output for a single check too")
     vm.set_defaults(func=cmd_verify_math)
+    vc = verify_sub.add_parser("code", help="run programs against their tests in a sandbox",
+                               description="HumanEval-style JSONL rows (prompt, completion, test, entry_point); "
+                               "the program is prompt + completion. One JSON object per row, in order.")
+    vc.add_argument("--input", required=True, help="JSONL file ('-' for stdin)")
+    vc.add_argument("--backend", choices=("local", "docker"), default="local")
+    vc.add_argument("--workers", type=int, default=2, help="programs run at once (default 2)")
+    vc.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
+    vc.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
+    vc.set_defaults(func=cmd_verify_code)
 
     sandbox = sub.add_parser("sandbox", help="run programs in a sandbox")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="SUBCOMMAND")

@@ -79,6 +79,7 @@ if [ ! -s "$TARBALL" ]; then
     trap - EXIT
 fi
 
+old=$(dk image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 dk import --change "LABEL evalgym.recipe=$RECIPE" --change 'USER 65534:65534' --change 'WORKDIR /work' --change 'CMD ["sleep","infinity"]' \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8' \
     "$TARBALL" "$IMAGE" >/dev/null || die "docker import of $TARBALL failed"
@@ -87,4 +88,8 @@ out=$(dk run --rm --network none "$IMAGE" python3 -c 'import json, shutil, base6
 if [ "$out" != "1" ]; then
     dk rmi "$IMAGE" >/dev/null 2>&1 || true
     die "image check failed (python3 -c 'import json, shutil, ...; print(1)' printed: $out); the cached rootfs $TARBALL may be bad: delete it and rerun"
+fi
+# the image this one replaces (an older recipe), unless containers still use it
+if [ -n "$old" ] && [ "$old" != "$(dk image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    dk rmi "$old" >/dev/null 2>&1 || true
 fi

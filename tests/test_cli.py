@@ -99,3 +99,32 @@ def test_demo_json(data_dir):
 def test_demo_unknown_env_is_a_clear_error():
     r = run("demo", "--envs", "evalgym/nope-v0", "--num", "2")
     assert r.returncode == 2 and "unknown env 'evalgym/nope-v0'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sandbox_run_json(tmp_path):
+    prog = tmp_path / "p.py"
+    prog.write_text("import os\nprint('hi', os.getuid() != 0)\nraise SystemExit(3)\n")
+    r = run("sandbox", "run", str(prog), "--timeout", "10")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["exit_code"] == 3 and out["stdout"] == "hi True\n" and out["backend"] == "local"
+    assert {"exit_code", "timed_out", "oom", "stdout", "stderr", "truncated", "duration_s", "isolation"} <= out.keys()
+    r = run("sandbox", "run", str(tmp_path / "missing.py"))
+    assert r.returncode == 2 and "missing.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_code_rows_in_order(tmp_path):
+    rows = [{"prompt": "def add(a, b):\n", "completion": "    return a + b\n", "entry_point": "add",
+             "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"},
+            {"prompt": "def add(a, b):\n", "completion": "    import sys; sys.exit(0)\n", "entry_point": "add",
+             "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run("verify", "code", "--input", str(path))
+    assert r.returncode == 0, r.stderr
+    outs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["passed"] for o in outs] == [True, False] and [o["reward"] for o in outs] == [1.0, 0.0]
+    assert all({"reward", "passed", "error", "elapsed_s"} <= o.keys() for o in outs)
+    path.write_text('{"prompt": "x"}\n')
+    r = run("verify", "code", "--input", str(path))
+    assert r.returncode == 2 and ":1: field 'completion' must be a string" in r.stderr

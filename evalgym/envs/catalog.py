@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from evalgym.envs import countdown, math_data, procedural
+from evalgym.envs import code_data, code_gen, countdown, math_data, procedural
 from evalgym.envs.registry import register, register_verifier
 from evalgym.envs.sources import GeneratedSource
 
@@ -23,14 +23,22 @@ def _countdown_verifier() -> Any:
     return CountdownVerifier()
 
 
+def _code_verifier() -> Any:
+    import os
+
+    from evalgym.verifiers.code import CodeVerifier
+
+    return CodeVerifier(backend=os.environ.get("EVALGYM_SANDBOX", "local"))
+
+
 def _rg_verifier() -> Any:
     from evalgym.envs.reasoning_gym_env import ReasoningGymVerifier
 
     return ReasoningGymVerifier()
 
 
-def _generated(generate: Any) -> Any:
-    def source(info: Any, seed: int = 0, instruction: str = procedural.SHORT_INSTRUCTION, **knobs: Any) -> Any:
+def _generated(generate: Any, default_instruction: str = procedural.SHORT_INSTRUCTION) -> Any:
+    def source(info: Any, seed: int = 0, instruction: str = default_instruction, **knobs: Any) -> Any:
         return GeneratedSource(info, generate, seed=seed, instruction=instruction, **knobs)
 
     return source
@@ -46,6 +54,7 @@ def register_all() -> None:
     register_verifier("math", _math_verifier)
     register_verifier("countdown", _countdown_verifier)
     register_verifier("reasoning-gym", _rg_verifier)
+    register_verifier("code", _code_verifier)
 
     register("gsm8k", 0, domain="math", verifier="math", source=math_data.gsm8k_source,
              description="GSM8K grade-school word problems (train 7473 / test 1319)")
@@ -66,6 +75,15 @@ def register_all() -> None:
              description="Fraction arithmetic, procedural: knobs den_max, terms, ops")
     register("retry-arithmetic", 0, domain="math", verifier="math", source=_generated(procedural.arithmetic),
              max_turns=3, description="Multi-turn: arithmetic with feedback and up to 3 attempts")
+    register("humaneval", 0, domain="code", verifier="code", source=code_data.humaneval_source,
+             description="HumanEval: 164 function completions with hidden tests")
+    register("mbpp", 0, domain="code", verifier="code", source=code_data.mbpp_source,
+             description="MBPP full (splits by task id: test 500 / train 374 / validation 90 / prompt 10)")
+    register("mbpp-sanitized", 0, domain="code", verifier="code", source=code_data.mbpp_sanitized_source,
+             description="MBPP sanitized (427 hand-checked rows, same id splits)")
+    register("code-gen", 0, domain="code", verifier="code",
+             source=_generated(code_gen.generate, code_data.CODE_INSTRUCTION),
+             description="Procedural function-writing tasks: knobs tasks, tests")
     register("reasoning-gym", 0, domain="reasoning-gym", verifier="reasoning-gym", source=_rg_source,
              description="Any reasoning-gym dataset: kwargs dataset, size, seed, config")
     from evalgym.envs.reasoning_gym_env import BUILTIN
