@@ -10,7 +10,7 @@ pids cgroup (``Limits.processes``), one CPU, the daemon's default seccomp profil
 python loop that reaps orphans; as the pid namespace's init it survives ``kill -9 -1``.
 
 One run: an ``exec`` (as 65534, in ``/work``) of a small runner that reads the files and the command from
-the head of its stdin, writes the files, sets rlimits (CPU seconds, file size, no core dumps), runs the
+the head of its stdin (``marshal``: builtin, unlike json), writes the files, sets rlimits (CPU seconds, file size, no core dumps), runs the
 command with exactly PATH/HOME=/work/LANG + ``Program.env`` and the rest of stdin, waits for it, SIGKILLs
 every other process of the container (daemons included), then appends a nonce-tagged status line (exit
 status, oom-kill count delta from the cgroup) to stderr, which the host strips. On timeout the host kills
@@ -28,8 +28,7 @@ exit status line (it can only lie about itself), anything with access to the Doc
 from __future__ import annotations
 
 import atexit
-import base64
-import json
+import marshal
 import os
 import re
 import secrets
@@ -58,7 +57,7 @@ _INIT = ("import os,signal\nsignal.pthread_sigmask(signal.SIG_BLOCK,{signal.SIGC
 _OOM = ("def oom():\n for p in ('/sys/fs/cgroup/memory.events','/sys/fs/cgroup/memory/memory.oom_control'):\n"
         "  try:\n   for l in open(p):\n    if l.startswith('oom_kill '): return int(l.split()[1])\n"
         "  except OSError: pass\n return -1\n")
-_RUNNER = _OOM + """import os,json,base64,resource,time
+_RUNNER = _OOM + """import os,marshal,resource,time
 def rd(n):
  b=b''
  while len(b)<n:
@@ -66,10 +65,10 @@ def rd(n):
   if not c: os._exit(97)
   b+=c
  return b
-h=json.loads(rd(int(rd(12))))
+h=marshal.loads(rd(int(rd(12))))
 for rel,data in h['files'].items():
  p=os.path.join('/work',rel); os.makedirs(os.path.dirname(p),exist_ok=True)
- with open(p,'wb') as f: f.write(base64.b64decode(data))
+ with open(p,'wb') as f: f.write(data)
 o=oom(); pid=os.fork()
 if pid==0:
  try:
@@ -86,7 +85,7 @@ for i in range(500):
 k,n=('signal',os.WTERMSIG(st)) if os.WIFSIGNALED(st) else ('exit',os.WEXITSTATUS(st))
 os.write(2,('\\0EVALGYM:%s:%s:%d:%d\\n'%(h['nonce'],k,n,oom()-o if o>=0 else 0)).encode())
 """
-_CLEAN = _OOM + """import os,shutil,time
+_CLEAN = _OOM + """import os,time
 me=os.getpid()
 def alive():
  n=0
@@ -101,10 +100,11 @@ for i in range(400):
  if not alive(): break
  time.sleep(0.005)
 for d in ('/work','/tmp'):
- for e in os.listdir(d):
-  p=os.path.join(d,e)
-  if os.path.isdir(p) and not os.path.islink(p): shutil.rmtree(p)
-  else: os.unlink(p)
+ for r,ds,fs in os.walk(d,topdown=False):
+  for e in fs: os.unlink(os.path.join(r,e))
+  for e in ds:
+   p=os.path.join(r,e)
+   os.unlink(p) if os.path.islink(p) else os.rmdir(p)
 print(alive(),oom(),len(os.listdir('/work'))+len(os.listdir('/tmp')))
 """
 
@@ -292,13 +292,13 @@ class DockerSandbox:
             p = PurePosixPath(rel)
             if p.is_absolute() or ".." in p.parts or not p.parts:
                 raise ValueError(f"Program.files: {rel!r} escapes the working directory")
-            files[str(p)] = base64.b64encode(content.encode() if isinstance(content, str) else content).decode()
+            files[str(p)] = content.encode() if isinstance(content, str) else bytes(content)
         nonce = secrets.token_hex(8)
         cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s) + 1
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", **dict(program.env)}
-        head = json.dumps({"files": files, "argv": list(program.command), "env": env, "cpu": cpu,
-                           "fsize": int(limits.disk_mb) << 20, "nonce": nonce}).encode()
+        head = marshal.dumps({"files": files, "argv": [str(a) for a in program.command], "env": env, "cpu": cpu,
+                              "fsize": int(limits.disk_mb) << 20, "nonce": nonce}, 2)  # plain types: any 3.x reads it
         stdin = program.stdin.encode() if isinstance(program.stdin, str) else (program.stdin or b"")
         payload = b"%012d" % len(head) + head + stdin
         for attempt in (0, 1):

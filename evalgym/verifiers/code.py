@@ -111,6 +111,18 @@ class CodeVerifier:
             return list(ex.map(self._grade, problems, responses))
 
 
+def prelude_from_prompt(prompt: str) -> str:
+    """The prompt as trusted test-side code (its helpers and imports): as is when it compiles (HumanEval
+    prompts end in a docstring), else with a stub body, else nothing."""
+    for candidate in (prompt, prompt.rstrip() + "\n    ...\n"):
+        try:
+            compile(candidate, "prompt", "exec")
+            return candidate
+        except SyntaxError:
+            continue
+    return ""
+
+
 def grade_rows(rows: Sequence[dict[str, Any]], backend: str = "local", workers: int = 2,
                timeout_s: float = 10.0) -> list[Verdict]:
     """HumanEval-style rows (prompt, completion, test, entry_point): the program is prompt + completion."""
@@ -118,7 +130,7 @@ def grade_rows(rows: Sequence[dict[str, Any]], backend: str = "local", workers: 
 
     def one(row: dict[str, Any]) -> Verdict:
         return grade_code(row["prompt"] + row["completion"], test=row["test"], entry_point=row["entry_point"],
-                          prelude=row["prompt"], check=True, backend=backend, limits=limits)
+                          prelude=prelude_from_prompt(row["prompt"]), check=True, backend=backend, limits=limits)
 
     with ThreadPoolExecutor(workers) as ex:
         return list(ex.map(one, rows))

@@ -101,9 +101,7 @@ def num(r, key: str) -> int:
 
 
 def test_network_is_unreachable(box):
-    with socket.socket() as srv:  # a real listener on the host's loopback
-        srv.bind(("127.0.0.1", 0))
-        srv.listen()
+    with socket.create_server(("127.0.0.1", 0)) as srv:  # a real listener on the host's loopback
         srv.setblocking(False)
         contained(run(box, """
             import socket
@@ -130,24 +128,20 @@ def test_host_files_are_not_readable(box, tmp_path):
 
 def test_host_writes_do_not_reach_the_host(box):
     targets = [f"{d}/evalgym-attack-{TOKEN}" for d in ("/tmp", "/var/tmp", REPO, "/etc", "/root", "/dev/shm")]
-    finished(run(box, """
-        for t in TARGETS:
-            try: os.makedirs(os.path.dirname(t), exist_ok=True); open(t, "w").write("pwned")
-            except OSError as e: print("REFUSED", t, e)""", TARGETS=targets))
-    assert [t for t in targets if os.path.lexists(t)] == []
-
-
-def test_site_packages_and_stdlib_are_read_only(box):
     stdlib_os = os.path.realpath(f"/usr/lib/python3.{sys.version_info.minor}/os.py")
     before = os.stat(stdlib_os) if os.path.exists(stdlib_os) else None
     r = run(box, """
         import site, sysconfig
+        for t in TARGETS:  # these land in the sandbox's own tmpfs, or fail
+            try: os.makedirs(os.path.dirname(t), exist_ok=True); open(t, "w").write("pwned")
+            except OSError as e: print("REFUSED", t, e)
         dirs = sorted(set(site.getsitepackages() + [sysconfig.get_paths()[k] for k in ("purelib", "stdlib")]))
         for d in dirs:
             attempt("write " + d, lambda: open(f"{d}/evalgym_attack_{TOKEN}.pth", "w").write("import os"))
         attempt("patch os.py", lambda: open(os.__file__, "a").write("#pwned"))
-        print("N", len(dirs) + 1)""", TOKEN=TOKEN)
+        print("N", len(dirs) + 1)""", TARGETS=targets, TOKEN=TOKEN)
     contained(r, num(r, "N"))
+    assert [t for t in targets if os.path.lexists(t)] == []
     host_dirs = glob.glob("/usr/lib/python3*/*-packages") + glob.glob("/usr/local/lib/python3*/*-packages")
     assert [d for d in host_dirs if os.path.exists(f"{d}/evalgym_attack_{TOKEN}.pth")] == []
     if before is not None:
@@ -166,27 +160,22 @@ def test_environment_secrets_do_not_leak(box, monkeypatch):
     assert "/proc/1/environ" in r.stdout and TOKEN not in r.stdout and "EVALGYM_TEST_SECRET" not in r.stdout
 
 
-def test_proc_does_not_show_host_processes(box):
+def test_host_processes_are_invisible_and_untouchable(box):
     r = run(box, """
-        print("PIDS", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
-        attempt("cmdline", lambda: open(f"/proc/{HOSTPID}/cmdline").read())
-        attempt("status", lambda: open(f"/proc/{HOSTPID}/status").read())
-        attempt("signal-0", lambda: os.kill(HOSTPID, 0))""", HOSTPID=os.getpid())
-    contained(r, 3)
-    pids = eval(r.stdout.split("PIDS ")[1].splitlines()[0])  # the list literal it printed
-    assert os.getpid() not in pids and len(pids) < 10, pids
-
-
-def test_ptrace_and_mem_of_a_host_process_fail(box):
-    contained(run(box, """
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         def ptrace_attach():
             if libc.ptrace(16, HOSTPID, None, None) != 0:  # PTRACE_ATTACH
                 raise OSError(ctypes.get_errno(), "ptrace")
+        print("PIDS", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+        attempt("cmdline", lambda: open(f"/proc/{HOSTPID}/cmdline").read())
+        attempt("signal-0", lambda: os.kill(HOSTPID, 0))
         attempt("ptrace", ptrace_attach)
         attempt("mem", lambda: open(f"/proc/{HOSTPID}/mem", "rb").read(16))
-        attempt("pidfd", lambda: os.pidfd_open(HOSTPID))""", HOSTPID=os.getpid()), 3)
+        attempt("pidfd", lambda: os.pidfd_open(HOSTPID))""", HOSTPID=os.getpid())
+    contained(r, 5)
+    pids = eval(r.stdout.split("PIDS ")[1].splitlines()[0])  # the list literal it printed
+    assert os.getpid() not in pids and len(pids) < 10, pids
     with open("/proc/self/status") as f:
         assert "TracerPid:\t0\n" in f.read()
 
@@ -232,7 +221,8 @@ def test_runaway_program_is_killed_at_timeout(box, code):
 def test_output_flood_is_truncated(box):
     cap = 64 * 1024
     r = run(box, """
-        for _ in range(100): os.write(1, b"x" * (1 << 20)); os.write(2, b"x" * (1 << 20))""", Limits(timeout_s=20, output_bytes=cap))
+        for _ in range(100): os.write(1, b"x" * (1 << 20)); os.write(2, b"x" * (1 << 20))""",
+            Limits(timeout_s=20, output_bytes=cap))
     assert r.truncated and not r.timed_out and r.exit_code == 0, (r.exit_code, r.timed_out, r.duration_s)
     assert 0 < len(r.stdout) <= cap and 0 < len(r.stderr) <= cap
 
@@ -303,9 +293,10 @@ def test_program_files_cannot_escape_the_work_dir(box, key):
     assert glob.glob(f"/etc/evalgym-evil-{TOKEN}") + glob.glob(f"/tmp/evalgym-evil-{TOKEN}") == []
 
 
-def test_privilege_escalation_fails(box):
+def test_privilege_escalation_and_hostname_change_fail(box):
+    hostname = socket.gethostname()
     r = run(box, """
-        import subprocess
+        import socket, subprocess
         def as_root(argv):
             p = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=2)
             if p.returncode != 0 or p.stdout.strip() != b"0":
@@ -314,17 +305,10 @@ def test_privilege_escalation_fails(box):
         attempt("setgid", lambda: os.setgid(0))
         attempt("su", lambda: as_root(["su", "-c", "id -u", "root"]))
         attempt("sudo", lambda: as_root(["sudo", "-n", "id", "-u"]))
-        print("UID", os.getuid(), os.geteuid())""")
-    contained(r, 4)
-    assert num(r, "UID") != 0
-
-
-def test_hostname_change_is_contained(box):
-    before = socket.gethostname()
-    finished(run(box, """
-        import socket
-        attempt("sethostname", lambda: socket.sethostname(NAME))""", NAME=f"pwned-{TOKEN}"))
-    assert socket.gethostname() == before
+        attempt("sethostname", lambda: socket.sethostname(NAME))
+        print("UID", os.getuid(), os.geteuid())""", NAME=f"pwned-{TOKEN}")
+    contained(r, 5)
+    assert num(r, "UID") != 0 and socket.gethostname() == hostname
 
 
 def test_uid_slots_are_not_shared_between_instances():
@@ -341,19 +325,14 @@ def test_uid_slots_are_not_shared_between_instances():
     assert (fast.exit_code, fast.stdout, slow[0].exit_code, slow[0].stdout) == (0, "1\n", 0, "ok\n"), (fast, slow)
 
 
-def test_result_reports_backend_and_isolation(box):
-    r = box.run(PRINT1, Limits(timeout_s=3))
-    assert r.backend == "local" and r.exit_code == 0
-    assert {"netns", "mountns", "pidns", "uid", "rlimits"} <= set(r.isolation), r.isolation
-
-
 def test_strict_mode_constructs_here():
     assert local.LocalSandbox(strict=True, uid_base=UID_BASE).namespaces
 
 
-def test_stdin_is_delivered_and_exit_code_propagates(box):
+def test_stdin_exit_code_backend_and_isolation(box):
     r = run(box, "print(sys.stdin.read().upper()); sys.exit(3)", stdin="hello")
-    assert (r.exit_code, r.stdout, r.timed_out) == (3, "HELLO\n", False), r
+    assert (r.exit_code, r.stdout, r.timed_out, r.backend) == (3, "HELLO\n", False, "local"), r
+    assert {"netns", "mountns", "pidns", "uid", "rlimits"} <= set(r.isolation), r.isolation
 
 
 @pytest.mark.xfail(strict=True, reason="under bwrap --unshare-pid, bwrap's pid-1 exits 128+signal, so a program "
@@ -386,9 +365,9 @@ def test_memfd_cannot_exceed_memory_limit(box):
     r = run(box, """
         fds, mb = [], 0
         try:
-            for _ in range(24 * 16):
-                fds.append(os.memfd_create("x")) if mb % 16 == 0 else None
-                os.write(fds[-1], b"\\0" * (1 << 20)); mb += 1
+            while mb < 384:
+                fds.append(os.memfd_create("x"))
+                for _ in range(16): os.write(fds[-1], b"\\0" * (1 << 20)); mb += 1
         except OSError: pass
         print("MB", mb)""", Limits(timeout_s=10, memory_mb=256, disk_mb=32))
     finished(r)
@@ -401,7 +380,8 @@ def test_memfd_cannot_exceed_memory_limit(box):
 def test_nested_user_namespace_cannot_mount_uncapped_tmpfs(box):
     r = run(box, """
         import subprocess
-        sh = "mkdir -p /work/m && mount -t tmpfs none /work/m && for i in 1 2 3 4 5 6; do head -c 8000000 /dev/zero > /work/m/f$i || exit 1; done"
+        sh = ("mkdir -p /work/m && mount -t tmpfs none /work/m && "
+              "for i in 1 2 3 4 5 6; do head -c 8000000 /dev/zero > /work/m/f$i || exit 1; done")
         p = subprocess.run(["unshare", "-Urm", "sh", "-c", sh], capture_output=True, timeout=5)
         print("RC", p.returncode, p.stderr[:200])""", Limits(timeout_s=8, disk_mb=32))
     finished(r)
