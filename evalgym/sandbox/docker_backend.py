@@ -21,8 +21,8 @@ Protects against: network access, writes outside ``/work``/``/tmp``, reading hos
 environment, fork/memory/disk/output bombs, CPU loops, processes outliving the run, files or processes
 leaking into the next run in the same container, containers outliving the caller (``atexit``, a stale
 sweep at start-up, and a detached reaper process that removes them once the caller dies, even by SIGKILL).
-Does not protect against: kernel or container-runtime exploits, side channels, a program faking its own
-exit status line (it can only lie about itself), anything with access to the Docker socket.
+Does not protect against: kernel or container-runtime exploits, side channels, anything with access to
+the Docker socket; a program that ptraces its runner (same uid) could misreport its own result.
 """
 
 from __future__ import annotations
@@ -54,10 +54,50 @@ _KILL_GRACE_S = 3.0
 _INIT = ("import os,signal\nsignal.pthread_sigmask(signal.SIG_BLOCK,{signal.SIGCHLD})\nwhile True:\n"
          " try:\n  while os.waitpid(-1,os.WNOHANG)[0]: pass\n except ChildProcessError: pass\n"
          " signal.sigtimedwait({signal.SIGCHLD},60)\n")
-_OOM = ("def oom():\n for p in ('/sys/fs/cgroup/memory.events','/sys/fs/cgroup/memory/memory.oom_control'):\n"
-        "  try:\n   for l in open(p):\n    if l.startswith('oom_kill '): return int(l.split()[1])\n"
-        "  except OSError: pass\n return -1\n")
-_RUNNER = _OOM + """import os,marshal,resource,time
+# Shared by the runner and the cleanup: the cgroup's oom-kill count, live processes other than pid 1 and
+# ourselves, and emptying /work and /tmp (a program may chmod its own directories: undo that first).
+_COMMON = """import os,time
+me=os.getpid()
+def oom():
+ for p in ('/sys/fs/cgroup/memory.events','/sys/fs/cgroup/memory/memory.oom_control'):
+  try:
+   for l in open(p):
+    if l.startswith('oom_kill '): return int(l.split()[1])
+  except OSError: pass
+ return -1
+def alive():
+ n=0
+ for e in os.listdir('/proc'):
+  if e.isdigit() and int(e) not in (1,me):
+   try: n+=open('/proc/%s/stat'%e,'rb').read().rsplit(b')',1)[1].split()[0] not in (b'Z',b'X')
+   except (OSError,IndexError): pass
+ return n
+def killall():
+ for i in range(400):
+  try: os.kill(-1,9)
+  except ProcessLookupError: pass
+  if not alive(): return
+  time.sleep(0.003)
+def rm(p):
+ if os.path.isdir(p) and not os.path.islink(p):
+  os.chmod(p,0o700)
+  for e in os.listdir(p): rm(os.path.join(p,e))
+  os.rmdir(p)
+ else: os.unlink(p)
+def left():
+ return len(os.listdir('/work'))+len(os.listdir('/tmp'))
+def wipe():
+ try: os.chmod('/work',0o755)
+ except OSError: pass
+ for d in ('/work','/tmp'):
+  for e in os.listdir(d):
+   try: rm(os.path.join(d,e))
+   except Exception: pass
+ return left()
+"""
+# One run: refuse a dirty container, read the header, write the files, run the command under rlimits,
+# then kill everything else, wipe, and report (status line on stderr, after every other writer is dead).
+_RUNNER = _COMMON + """import marshal,resource
 def rd(n):
  b=b''
  while len(b)<n:
@@ -66,6 +106,9 @@ def rd(n):
   b+=c
  return b
 h=marshal.loads(rd(int(rd(12))))
+def status(k,n,o,c): os.write(2,('\\0EVALGYM:%s:%s:%d:%d:%d:%d\\n'%(h['nonce'],k,n,o,oom(),c)).encode())
+if alive() or left():
+ status('dirty',0,0,0); os._exit(0)
 for rel,data in h['files'].items():
  p=os.path.join('/work',rel); os.makedirs(os.path.dirname(p),exist_ok=True)
  with open(p,'wb') as f: f.write(data)
@@ -78,35 +121,14 @@ if pid==0:
  except BaseException as e: os.write(2,('evalgym-sandbox: cannot run %r: %s\\n'%(h['argv'][0],e)).encode())
  os._exit(127)
 st=os.waitpid(pid,0)[1]
-for i in range(500):
- try: os.kill(-1,9)
- except ProcessLookupError: break
- time.sleep(0.002)
+killall()
+clean=int(wipe()==0 and alive()==0)
 k,n=('signal',os.WTERMSIG(st)) if os.WIFSIGNALED(st) else ('exit',os.WEXITSTATUS(st))
-os.write(2,('\\0EVALGYM:%s:%s:%d:%d\\n'%(h['nonce'],k,n,oom()-o if o>=0 else 0)).encode())
+status(k,n,o,clean)
 """
-_CLEAN = _OOM + """import os,time
-me=os.getpid()
-def alive():
- n=0
- for e in os.listdir('/proc'):
-  if e.isdigit() and int(e) not in (1,me):
-   try: n+=open('/proc/%s/stat'%e,'rb').read().rsplit(b')',1)[1].split()[0] not in (b'Z',b'X')
-   except (OSError,IndexError): pass
- return n
-for i in range(400):
- try: os.kill(-1,9)
- except ProcessLookupError: pass
- if not alive(): break
- time.sleep(0.005)
-for d in ('/work','/tmp'):
- for r,ds,fs in os.walk(d,topdown=False):
-  for e in fs: os.unlink(os.path.join(r,e))
-  for e in ds:
-   p=os.path.join(r,e)
-   os.unlink(p) if os.path.islink(p) else os.rmdir(p)
-print(alive(),oom(),len(os.listdir('/work'))+len(os.listdir('/tmp')))
-"""
+_CLEAN = _COMMON + "killall()\nw=wipe()\nprint(alive(),oom(),w)\n"
+
+_KILL_SH = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do kill -9 -1 2>/dev/null || exit 0; done"
 
 _REAPERS: dict[tuple[int, str], subprocess.Popen] = {}
 _REAPER_LOCK = threading.Lock()
@@ -128,6 +150,10 @@ def _resolve_base_url(base_url: str | None) -> str | None:
     if os.path.exists(DEFAULT_SOCKET):
         return f"unix://{DEFAULT_SOCKET}"
     return None  # the SDK's default: $DOCKER_HOST or /var/run/docker.sock
+
+
+class _Dirty(Exception):
+    """The runner found processes or files left in its container before starting."""
 
 
 class _Box:
@@ -279,11 +305,14 @@ class DockerSandbox:
         box.oom = max(box.oom, oom)
         return alive == 0 and left == 0
 
-    def _cleanup_then_release(self, box: _Box) -> None:
-        if self._cleanup(box):
-            self._release(box)
-        else:
-            self._discard(box)
+    def _kill(self, box: _Box) -> None:
+        """SIGKILL every process of the run from a shell: it needs far less CPU than python3 when the
+        container's CPU share is eaten by a fork bomb."""
+        try:
+            eid = self.api.exec_create(box.id, ["sh", "-c", _KILL_SH], user=USER, workdir="/")["Id"]
+            self.api.exec_start(eid)
+        except Exception:  # noqa: BLE001  (the python cleanup that follows decides the container's fate)
+            pass
 
     # -- one run ---------------------------------------------------------------------------------
     def run(self, program: Program, limits: Limits = Limits()) -> RunResult:
@@ -306,7 +335,7 @@ class DockerSandbox:
             self.last_container_id = box.id
             try:
                 return self._run_in(box, payload, nonce, limits)
-            except self._docker.errors.APIError:  # the container died under us: one retry on a fresh one
+            except (self._docker.errors.APIError, _Dirty):  # container died or was dirty: retry on a fresh one
                 self._discard(box)
                 if attempt:
                     raise
@@ -327,6 +356,7 @@ class DockerSandbox:
                 now = time.perf_counter()
                 if not timed_out and now >= deadline:
                     timed_out, hard = True, now + _KILL_GRACE_S
+                    self._kill(box)
                     cleaned = self._cleanup(box)
                     if not cleaned:  # cannot even exec a killer (pids exhausted): drop the container
                         self._remove(box.id)
@@ -373,28 +403,42 @@ class DockerSandbox:
         finally:
             sock.close()
         duration = time.perf_counter() - t0
-        m = re.search(rb"\x00EVALGYM:" + nonce.encode() + rb":(exit|signal):(\d+):(-?\d+)\n\Z", bytes(tail))
+        m = re.search(rb"\x00EVALGYM:" + nonce.encode() + rb":(exit|signal|dirty):(\d+):(-?\d+):(-?\d+):([01])\n\Z",
+                      bytes(tail))
+        status = {} if timed_out or not eof else self._exec_status(eid)
+        if status.get("ExitCode") != 0:  # the runner did not finish (killed): a status line is not its own
+            m = None
+        if m and m.group(1) == b"dirty":  # should never happen: drop the container, the caller retries
+            raise _Dirty()
         err_total = totals[2] - (len(m.group(0)) if m else 0)
         if timed_out:
             code = None
         elif m:
             code = int(m.group(2)) * (-1 if m.group(1) == b"signal" else 1)
         else:  # the runner itself was killed (e.g. by the OOM killer): the exec's own status
-            code = self.api.exec_inspect(eid).get("ExitCode")
+            code = status.get("ExitCode")
             code = -(code - 128) if code is not None and code > 128 else code
-        if m and not timed_out:  # normal end: clean up in the background, the pool absorbs it
-            oom = int(m.group(3)) > 0
-            threading.Thread(target=self._cleanup_then_release, args=(box,), daemon=True).start()
-        else:
+        if m and not timed_out:  # the runner killed everything and wiped /work and /tmp itself
+            oom, box.oom = int(m.group(4)) > int(m.group(3)), int(m.group(4))
+            cleaned = m.group(5) == b"1" or self._cleanup(box)
+        else:  # killed runner or timeout: kill and wipe from a fresh exec
             if cleaned is None:
                 cleaned = self._cleanup(box)
-            oom = box.oom > oom_before or (m is not None and int(m.group(3)) > 0)
-            self._release(box) if cleaned else self._discard(box)
+            oom = box.oom > oom_before
+        self._release(box) if cleaned else self._discard(box)
         return RunResult(exit_code=code, timed_out=timed_out, oom=oom,
                          stdout=bytes(bufs[1][:cap]).decode("utf-8", "replace"),
                          stderr=bytes(bufs[2][:min(cap, err_total)]).decode("utf-8", "replace"),
                          truncated=totals[1] > cap or err_total > cap, duration_s=duration, backend=self.name,
                          isolation=self.isolation)
+
+    def _exec_status(self, eid: str) -> dict:
+        for _ in range(200):  # the exit code may land a moment after the stream ends
+            status = self.api.exec_inspect(eid)
+            if not status.get("Running") and status.get("ExitCode") is not None:
+                break
+            time.sleep(0.005)
+        return status
 
     def _exec_socket(self, eid: str) -> tuple[socket.socket, bytearray]:
         """The hijacked stream of ``exec start`` and any bytes already read past the HTTP head."""

@@ -152,7 +152,7 @@ class LocalSandbox:
                 os.chmod(p, 0o755 if p.is_dir() else 0o644)
             return self._run(program, limits, uid, src)
         finally:
-            if not self.namespaces or _has_processes(uid):  # a pid namespace already took its daemons down
+            if not self.namespaces:  # with namespaces the kernel ends the pid namespace, daemons included
                 self._kill_uid(uid)
             shutil.rmtree(src, ignore_errors=True)
             self._release(uid)
@@ -170,17 +170,20 @@ class LocalSandbox:
                     os.chown(p, uid, uid)
             env["HOME"] = str(work)
             return ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in env.items()], *command], work
-        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
                 "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
                 "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
                 "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-                "--proc", "/proc", "--dev", "/dev", "--size", str(16 << 20), "--tmpfs", "/tmp",
+                "--proc", "/proc", "--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/zero", "/dev/zero",
+                "--dev-bind", "/dev/urandom", "/dev/urandom", "--dev-bind", "/dev/random", "/dev/random",
+                "--symlink", "/proc/self/fd", "/dev/fd", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+                "--size", str(16 << 20), "--tmpfs", "/tmp",
                 "--size", str(limits.disk_mb << 20), "--tmpfs", "/work"]
         for path in sorted(src.rglob("*")):  # bwrap copies each file into the tmpfs from an open fd
             dest = "/work/" + path.relative_to(src).as_posix()
             argv += ["--dir", dest] if path.is_dir() else ["--file", str(os.open(path, os.O_RDONLY)), dest]
-        argv += ["--chdir", "/work", "--clearenv"]
+        argv += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]  # only /work, /tmp, /dev/shm stay writable
         for k, v in env.items():
             argv += ["--setenv", k, v]
         argv += ["--", *command]
@@ -202,7 +205,7 @@ class LocalSandbox:
         # setpriv + prlimit instead of Popen(user=..., preexec_fn=...): those force a full fork() of this
         # (possibly huge, torch-laden) process, ~13 ms; the exec chain costs ~3 ms.
         prefix = ["/usr/bin/prlimit", f"--as={limits.memory_mb << 20}", f"--cpu={cpu}", f"--nproc={nproc}",
-                  f"--fsize={limits.disk_mb << 20}", "--core=0", "--"]
+                  f"--fsize={limits.disk_mb << 20}", "--nofile=256", "--core=0", "--"]
         if os.geteuid() == 0:
             prefix = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *prefix]
         t0 = time.perf_counter()
@@ -237,6 +240,8 @@ class LocalSandbox:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         code = None if timed_out else proc.returncode
+        if code is not None and self.namespaces and 128 < code <= 128 + 64:
+            code = -(code - 128)  # bwrap's pid 1 reports a signal death as 128 + signal
         oom = "MemoryError" in stderr or "Cannot allocate memory" in stderr or "std::bad_alloc" in stderr
         return RunResult(exit_code=code, timed_out=timed_out, oom=oom, stdout=stdout, stderr=stderr,
                          truncated=readers[0].truncated or readers[1].truncated, duration_s=duration,

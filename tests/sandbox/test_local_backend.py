@@ -1,14 +1,12 @@
 """Hostile-code suite for the local sandbox: attacks run as ``python3 main.py`` in one module-wide LocalSandbox.
 
-Each test checks the attack was contained and the host unchanged; an autouse fixture then checks no process of
-the sandbox uids is alive and a ``print(1)`` run still works. Covered: network (TCP/UDP out, a real host loopback
-listener, DNS); reading host files / a secret tmp file; writing host /tmp, the repo, site-packages, the stdlib;
-env secrets (environ, /proc/1/environ, /proc/self/environ); /proc snooping, ptrace, /proc/<pid>/mem; fork,
-thread, memory, disk and output bombs; CPU loop, sleep, SIGTERM-ignoring past the timeout; double-forked daemons
-and background writers; kill(getppid()), kill(-1); Program.files path escapes; setuid/su/sudo; sethostname; uid
-slots shared between instances; strict mode, stdin, exit codes, isolation tags. Weaknesses found are strict
-xfails (the reason says what is wrong and the fix). Root + bubblewrap only. uid_base 61000, not the default
-60000, so other sandboxes running on this host at the same time (possibly older code) never share our uids.
+Each test checks the attack was contained and the host unchanged; an autouse fixture then checks that no process
+of the sandbox uids is alive and a ``print(1)`` run still works. Covers network, host files (read, write,
+site-packages, stdlib), env secrets, /proc snooping, ptrace, fork/thread/memory/disk/output bombs, CPU loops,
+sleeps and SIGTERM-ignoring past the timeout, daemons, kill(getppid()) and kill(-1), Program.files path escapes,
+setuid/su/sudo, sethostname, uid slots shared between instances, host RAM pinned past the limits, strict mode,
+stdin and exit codes. Weaknesses found are strict xfails (the reason says what and the fix). Root + bubblewrap
+only; uid_base 61000, not 60000, so sandboxes of other processes on this host never share our uids.
 """
 
 from __future__ import annotations
@@ -44,13 +42,13 @@ PRELUDE = ("import os, sys, time\ndef attempt(name, fn):\n    try: out = fn()\n 
 
 
 def live_sandbox_pids() -> list[int]:
+    """Host pids of live (not zombie) processes of the sandbox uids."""
     pids = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{entry}").st_uid in SCAN:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    if f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X"):
-                        pids.append(int(entry))
+            if os.stat(f"/proc/{entry}").st_uid in SCAN and Path(f"/proc/{entry}/stat").read_bytes().rsplit(
+                    b")", 1)[1].split()[0] not in (b"Z", b"X"):
+                pids.append(int(entry))
         except (OSError, IndexError):
             continue
     return pids
@@ -66,10 +64,7 @@ def wait_no_sandbox_pids(grace: float = 1.0) -> list[int]:
 @pytest.fixture(scope="module")
 def box():
     sandbox = local.LocalSandbox(uid_base=UID_BASE)
-    if not sandbox.namespaces:
-        pytest.skip("bubblewrap cannot create user namespaces here")
-    yield sandbox
-    sandbox.close()
+    return sandbox if sandbox.namespaces else pytest.skip("bubblewrap cannot create user namespaces here")
 
 
 @pytest.fixture(autouse=True)
@@ -86,14 +81,11 @@ def run(box, code: str, limits: Limits = Limits(timeout_s=3), stdin=None, **cons
     return box.run(Program({"main.py": src}, ["python3", "main.py"], stdin=stdin), limits)
 
 
-def finished(r) -> None:
+def contained(r, blocked: int | None = None):
+    """The program ran to its end (printed DONE) and made ``blocked`` attempts, all of which failed."""
     assert r.exit_code == 0 and r.stdout.rstrip().endswith("DONE") and not r.timed_out, r
-
-
-def contained(r, blocked: int) -> None:
-    """The program ran to its end and all ``blocked`` attempts it made failed."""
-    finished(r)
-    assert "LEAK" not in r.stdout and r.stdout.count("OK ") == blocked, r.stdout
+    assert "LEAK" not in r.stdout and blocked in (None, r.stdout.count("OK ")), r.stdout
+    return r
 
 
 def num(r, key: str) -> int:
@@ -128,8 +120,8 @@ def test_host_files_are_not_readable(box, tmp_path):
 
 def test_host_writes_do_not_reach_the_host(box):
     targets = [f"{d}/evalgym-attack-{TOKEN}" for d in ("/tmp", "/var/tmp", REPO, "/etc", "/root", "/dev/shm")]
-    stdlib_os = os.path.realpath(f"/usr/lib/python3.{sys.version_info.minor}/os.py")
-    before = os.stat(stdlib_os) if os.path.exists(stdlib_os) else None
+    stdlib_os = Path(os.path.realpath(os.__file__))  # the host's /usr/lib/python3.X/os.py
+    before = stdlib_os.read_bytes()
     r = run(box, """
         import site, sysconfig
         for t in TARGETS:  # these land in the sandbox's own tmpfs, or fail
@@ -142,22 +134,19 @@ def test_host_writes_do_not_reach_the_host(box):
         print("N", len(dirs) + 1)""", TARGETS=targets, TOKEN=TOKEN)
     contained(r, num(r, "N"))
     assert [t for t in targets if os.path.lexists(t)] == []
-    host_dirs = glob.glob("/usr/lib/python3*/*-packages") + glob.glob("/usr/local/lib/python3*/*-packages")
-    assert [d for d in host_dirs if os.path.exists(f"{d}/evalgym_attack_{TOKEN}.pth")] == []
-    if before is not None:
-        after = os.stat(stdlib_os)
-        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert glob.glob(f"/usr/*lib/python3*/*-packages/evalgym_attack_{TOKEN}.pth") == []
+    assert glob.glob(f"/usr/local/lib/python3*/*-packages/evalgym_attack_{TOKEN}.pth") == []
+    assert stdlib_os.read_bytes() == before
 
 
 def test_environment_secrets_do_not_leak(box, monkeypatch):
     monkeypatch.setenv("EVALGYM_TEST_SECRET", f"s3cret-{TOKEN}")
     r = run(box, """
-        print(dict(os.environ))
-        for p in ["/proc/1/environ", "/proc/self/environ"] + [f"/proc/{d}/environ" for d in os.listdir("/proc") if d.isdigit()]:
+        import glob; print(dict(os.environ))
+        for p in ["/proc/1/environ", "/proc/self/environ"] + glob.glob("/proc/[0-9]*/environ"):
             try: print(p, open(p, "rb").read())
             except OSError as e: print(p, e)""")
-    finished(r)
-    assert "/proc/1/environ" in r.stdout and TOKEN not in r.stdout and "EVALGYM_TEST_SECRET" not in r.stdout
+    assert "/proc/1/environ" in contained(r).stdout and TOKEN not in r.stdout and "EVALGYM_TEST_SECRET" not in r.stdout
 
 
 def test_host_processes_are_invisible_and_untouchable(box):
@@ -176,8 +165,7 @@ def test_host_processes_are_invisible_and_untouchable(box):
     contained(r, 5)
     pids = eval(r.stdout.split("PIDS ")[1].splitlines()[0])  # the list literal it printed
     assert os.getpid() not in pids and len(pids) < 10, pids
-    with open("/proc/self/status") as f:
-        assert "TracerPid:\t0\n" in f.read()
+    assert "TracerPid:\t0\n" in Path("/proc/self/status").read_text()  # nobody attached to us
 
 
 def test_fork_bomb_is_bounded(box):
@@ -194,13 +182,11 @@ def test_fork_bomb_is_bounded(box):
 
 def test_thread_bomb_is_bounded(box):
     r = run(box, """
-        import threading
-        n = 0
+        import threading; n = 0
         try:
             while n := n + 1: threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
         except RuntimeError: print("THREADS", n)""", Limits(timeout_s=3, processes=32))
-    finished(r)
-    assert num(r, "THREADS") < 40
+    assert num(contained(r), "THREADS") < 40
 
 
 def test_memory_bomb_is_stopped(box):
@@ -208,11 +194,9 @@ def test_memory_bomb_is_stopped(box):
     assert r.oom and r.exit_code != 0 and "DONE" not in r.stdout and not r.timed_out, r
 
 
-@pytest.mark.parametrize("code", [
-    "while True: pass",
-    "time.sleep(60)",
-    "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, signal.SIG_IGN)\ntime.sleep(60)",
-], ids=["cpu-loop", "sleep", "sigterm-ignored"])
+@pytest.mark.parametrize("code", ["while True: pass", "time.sleep(60)", "import signal\nfor s in (1, 2, 15): "
+                                  "signal.signal(s, signal.SIG_IGN)\ntime.sleep(60)"],
+                         ids=["cpu-loop", "sleep", "sigterm-ignored"])
 def test_runaway_program_is_killed_at_timeout(box, code):
     r = run(box, code, Limits(timeout_s=2))
     assert r.timed_out and r.exit_code is None and 1.9 <= r.duration_s < 4, r
@@ -227,48 +211,32 @@ def test_output_flood_is_truncated(box):
     assert 0 < len(r.stdout) <= cap and 0 < len(r.stderr) <= cap
 
 
-def test_double_forked_daemon_dies_with_the_run(box):
-    r = run(box, """
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                fd = os.open("/dev/null", os.O_RDWR)
-                [os.dup2(fd, i) for i in (0, 1, 2)]
-                time.sleep(60)
-            os._exit(0)
-        time.sleep(0.3)""")
-    finished(r)
-    assert r.duration_s < 2.5 and wait_no_sandbox_pids(1.0) == []
-
-
-def test_background_writer_cannot_reach_host_tmp(box):
+def test_double_forked_daemon_dies_with_the_run_and_cannot_reach_host_tmp(box):
     name = f"evalgym-marker-{TOKEN}"
     r = run(box, """
         if os.fork() == 0:
             os.setsid()
-            for i in range(10 ** 6):
-                for d in ("/tmp", "/var/tmp", "/dev/shm", "/work", "/proc/1/root/tmp", "/proc/1/cwd", REPO):
-                    try: os.makedirs(d, exist_ok=True); open(f"{d}/{NAME}-{i}", "w").write("x")
-                    except OSError: pass
-                time.sleep(0.1)
+            if os.fork() == 0:  # the daemon: keeps our stdout, writes a marker wherever it can every 0.1 s, for 60 s
+                for i in range(600):
+                    for d in ("/tmp", "/var/tmp", "/dev/shm", "/work", "/proc/1/root/tmp", "/proc/1/cwd", REPO):
+                        try: os.makedirs(d, exist_ok=True); open(f"{d}/{NAME}-{i}", "w").write("x")
+                        except OSError: pass
+                    time.sleep(0.1)
+            os._exit(0)
         time.sleep(0.5)
         print("INSIDE", len([f for f in os.listdir("/tmp") if f.startswith(NAME)]))""", NAME=name, REPO=REPO)
-    finished(r)
-    assert num(r, "INSIDE") > 0  # the writer did run (inside)
-    time.sleep(0.5)
+    assert num(contained(r), "INSIDE") > 0 and r.duration_s < 2.5, r  # it ran (inside) and did not hold the run
+    assert wait_no_sandbox_pids(1.0) == []
+    time.sleep(0.3)
     assert [p for d in ("/tmp", "/var/tmp", "/dev/shm", "/work", REPO) for p in glob.glob(f"{d}/{name}*")] == []
 
 
 def test_killing_parent_and_everything(box):
     r = run(box, """
         attempt("kill-host-test-process", lambda: os.kill(HOSTPID, 9))
-        os.kill(os.getppid(), 9)
-        time.sleep(0.2)
-        print("SURVIVED", flush=True)
-        os.kill(-1, 9)
-        time.sleep(0.3)""", HOSTPID=os.getpid())
-    assert "OK kill-host-test-process" in r.stdout and "SURVIVED" in r.stdout and not r.timed_out, r
-    os.kill(os.getpid(), 0)  # still here
+        os.kill(os.getppid(), 9); time.sleep(0.2); print("SURVIVED", flush=True)
+        os.kill(-1, 9); time.sleep(0.3)""", HOSTPID=os.getpid())
+    assert "OK kill-host-test-process" in r.stdout and "SURVIVED" in r.stdout and not r.timed_out, r  # we live
 
 
 def test_disk_fill_is_bounded(box):
@@ -280,8 +248,7 @@ def test_disk_fill_is_bounded(box):
                 while mb < 1000: f.write(b"\\0" * (1 << 20)); f.flush(); mb += 1
         except OSError as e: print("ERRNO", e.errno)
         print("MB", mb)""", Limits(timeout_s=10, disk_mb=32))
-    finished(r)
-    assert num(r, "ERRNO") in (errno.ENOSPC, errno.EFBIG) and num(r, "MB") <= 32, r.stdout
+    assert num(contained(r), "ERRNO") in (errno.ENOSPC, errno.EFBIG) and num(r, "MB") <= 32, r.stdout
     assert shutil.disk_usage("/").free > free_before - (500 << 20)  # slack for other activity on the host
 
 
@@ -312,17 +279,15 @@ def test_privilege_escalation_and_hostname_change_fail(box):
 
 
 def test_uid_slots_are_not_shared_between_instances():
-    """Two instances on one uid (as two processes on the default pool are): a run's cleanup kills every
-    process of its uid, so sharing a slot would SIGKILL the other instance's run."""
+    # two instances on one uid (as processes on the default pool are); a run's cleanup kills its uid's processes
     a, b = (local.LocalSandbox(uid_base=UID_BASE + local.SLOTS, slots=1) for _ in range(2))
     slow: list = []
-    t = threading.Thread(target=lambda: slow.append(a.run(Program(
-        {"main.py": "import time; time.sleep(1); print('ok')"}, ["python3", "main.py"]), Limits(timeout_s=5))))
+    t = threading.Thread(target=lambda: slow.append(run(a, "time.sleep(1); print('ok')", Limits(timeout_s=5))))
     t.start()
     time.sleep(0.4)
     fast = b.run(PRINT1, Limits(timeout_s=5))  # waits for the slot
     t.join()
-    assert (fast.exit_code, fast.stdout, slow[0].exit_code, slow[0].stdout) == (0, "1\n", 0, "ok\n"), (fast, slow)
+    assert (fast.exit_code, fast.stdout, slow[0].exit_code, slow[0].stdout) == (0, "1\n", 0, "ok\nDONE\n"), (fast, slow)
 
 
 def test_strict_mode_constructs_here():
@@ -335,54 +300,41 @@ def test_stdin_exit_code_backend_and_isolation(box):
     assert {"netns", "mountns", "pidns", "uid", "rlimits"} <= set(r.isolation), r.isolation
 
 
-@pytest.mark.xfail(strict=True, reason="under bwrap --unshare-pid, bwrap's pid-1 exits 128+signal, so a program "
-                   "killed by SIGKILL reports exit_code 137, not -9 as RunResult documents; fix: take the real "
-                   "status from bwrap --json-status-fd or a tiny in-sandbox wrapper")
 def test_killed_by_signal_is_negative(box):
     r = run(box, "import signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert r.exit_code == -9, r
 
 
-@pytest.mark.xfail(strict=True, reason="bwrap's root tmpfs and its --dev tmpfs (/, /etc, /dev, /dev/shm) are "
-                   "writable by the sandbox uid with no size cap: disk_mb is bypassed and host RAM pinned; fix: "
-                   "'--size N --tmpfs /dev/shm --remount-ro /dev' after --dev and a final '--remount-ro /'")
-def test_tmpfs_outside_work_is_bounded(box):
-    r = run(box, """
+PIN_ATTACKS = [  # each tries to hold 384 MB of host RAM with Limits(memory_mb=256, disk_mb=32), printing "MB n"
+    pytest.param("""
         mb = 0
-        for d in ("/", "/dev", "/dev/shm", "/etc"):
-            for i in range(6):
-                try: open(f"{d}/fill{i}", "wb").write(b"\\0" * (8 << 20)); mb += 8
+        for d in ("/", "/dev", "/dev/shm", "/etc", "/var"):
+            for i in range(48 - mb // 8):
+                try: os.makedirs(d, exist_ok=True); open(f"{d}/fill{i}", "wb").write(b"\\0" * (8 << 20)); mb += 8
                 except OSError: break
-        print("MB", mb)""", Limits(timeout_s=10, disk_mb=32))
-    finished(r)
-    assert num(r, "MB") <= 32, r.stdout
-
-
-@pytest.mark.xfail(strict=True, reason="memory_mb is only RLIMIT_AS: memfd pages are not address space, so a "
-                   "program pins up to RLIMIT_NOFILE (20000 here) x disk_mb of host RAM; fix: cgroup v2 "
-                   "memory.max per run where available, else seccomp-deny memfd_create and a small --nofile")
-def test_memfd_cannot_exceed_memory_limit(box):
-    r = run(box, """
+        print("MB", mb)""", id="tmpfs-outside-work"),  # / is remounted read-only; /dev/shm is size-capped
+    pytest.param("""
         fds, mb = [], 0
         try:
             while mb < 384:
                 fds.append(os.memfd_create("x"))
                 for _ in range(16): os.write(fds[-1], b"\\0" * (1 << 20)); mb += 1
         except OSError: pass
-        print("MB", mb)""", Limits(timeout_s=10, memory_mb=256, disk_mb=32))
-    finished(r)
-    assert num(r, "MB") <= 256, r.stdout
-
-
-@pytest.mark.xfail(strict=True, reason="bwrap runs without --disable-userns, so the program can create a nested "
-                   "user+mount namespace, get CAP_SYS_ADMIN there and mount an uncapped tmpfs (disk_mb bypassed, "
-                   "more kernel attack surface); fix: add '--unshare-user --disable-userns' to the bwrap argv")
-def test_nested_user_namespace_cannot_mount_uncapped_tmpfs(box):
-    r = run(box, """
+        print("MB", mb)""", id="memfd", marks=pytest.mark.xfail(strict=True, reason=(
+        "memory_mb is only RLIMIT_AS: memfd pages are not address space, so a program pins up to RLIMIT_NOFILE "
+        "(256 with the sandbox's --nofile) x disk_mb of host RAM; fix: cgroup v2 memory.max per run where "
+        "available (not on this host), else seccomp-deny memfd_create"))),
+    pytest.param("""
         import subprocess
-        sh = ("mkdir -p /work/m && mount -t tmpfs none /work/m && "
-              "for i in 1 2 3 4 5 6; do head -c 8000000 /dev/zero > /work/m/f$i || exit 1; done")
-        p = subprocess.run(["unshare", "-Urm", "sh", "-c", sh], capture_output=True, timeout=5)
-        print("RC", p.returncode, p.stderr[:200])""", Limits(timeout_s=8, disk_mb=32))
-    finished(r)
-    assert num(r, "RC") != 0, r.stdout
+        sh = ("mkdir -p /work/m && mount -t tmpfs none /work/m && for i in $(seq 48); do "
+              "head -c 8388608 /dev/zero > /work/m/f$i || exit 1; done")
+        p = subprocess.run(["unshare", "-Urm", "sh", "-c", sh], capture_output=True, timeout=8)
+        print("MB", 384 if p.returncode == 0 else 0, p.returncode, p.stderr[:200])""",
+        id="nested-userns-tmpfs"),  # --disable-userns: no nested user namespace, so no private mounts
+]
+
+
+@pytest.mark.parametrize("code", PIN_ATTACKS)
+def test_host_ram_cannot_be_pinned_past_the_limits(box, code):
+    r = run(box, code, Limits(timeout_s=10, memory_mb=256, disk_mb=32))
+    assert not r.stdout.rstrip().endswith("DONE") or num(r, "MB") <= 256 + 32, r  # killed, or could not
