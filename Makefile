@@ -39,8 +39,9 @@ system:
 test: $(STAMP) system
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system
 	$(PY) perf/math_verifier_bench.py --workers 2
+	$(PY) perf/sandbox_bench.py --workers 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
