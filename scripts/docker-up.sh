@@ -20,6 +20,12 @@ die() { echo "docker-up.sh: $*" >&2; exit 1; }
 
 answers() { command -v docker >/dev/null 2>&1 && timeout 10 docker -H "$HOST" info >/dev/null 2>&1; }
 
+# Another daemon chosen by the user: check it, start nothing.
+if [ -n "${EVALGYM_DOCKER_HOST:-}" ] && [ "$EVALGYM_DOCKER_HOST" != "$HOST" ]; then
+    timeout 10 docker -H "$EVALGYM_DOCKER_HOST" info >/dev/null 2>&1 && exit 0
+    die "EVALGYM_DOCKER_HOST=$EVALGYM_DOCKER_HOST does not answer (this script only starts $HOST)"
+fi
+
 [ "$(id -u)" = 0 ] || die "must run as root to start a Docker daemon (uid $(id -u))"
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
@@ -51,6 +57,20 @@ if [ -s "$PIDFILE" ]; then
 fi
 
 if [ -z "$running_pid" ]; then
+    # A containerd that our previous dockerd started may outlive it (dockerd SIGKILLed), or still be exiting:
+    # the new dockerd would then wait for its socket forever. Stop it (only ours: its config is in our exec
+    # root) and drop its pid file, so dockerd starts a fresh one.
+    cpid_file=$EXEC_ROOT/containerd/containerd.pid
+    cpid=$(cat "$cpid_file" 2>/dev/null || true)
+    ours() { grep -qa -- "$EXEC_ROOT/containerd/" "/proc/$1/cmdline" 2>/dev/null; }  # false once a zombie
+    if [ -n "$cpid" ]; then
+        if ours "$cpid"; then
+            kill -TERM "$cpid" 2>/dev/null || true
+            for _ in $(seq 1 40); do ours "$cpid" || break; sleep 0.25; done
+            ours "$cpid" && kill -KILL "$cpid" 2>/dev/null || true
+        fi
+        rm -f "$cpid_file"
+    fi
     mkdir -p "$DATA_ROOT" "$EXEC_ROOT" "$(dirname "$LOG")"
     rm -f "$SOCK"
     {

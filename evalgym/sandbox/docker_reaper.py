@@ -1,21 +1,28 @@
-"""Reaper for the docker sandbox: outlives its owner and removes the owner's containers when it dies.
+"""Leak safety for the docker sandbox: owner labels, a sweep of dead owners' containers, and the reaper.
 
     python evalgym/sandbox/docker_reaper.py OWNER_PID [BASE_URL]     (or python -m evalgym.sandbox.docker_reaper)
 
-``DockerSandbox`` starts one per process, detached (own session, stdio on /dev/null), so that containers
-labelled ``evalgym.owner_pid=OWNER_PID`` are force-removed even when the owner is SIGKILLed and its
-``atexit`` hook never runs. It waits on a pidfd (no pid-reuse race), falling back to polling the pid and
-its start time. Imports only the docker SDK, not evalgym (it is run by path, so it starts fast).
+Every sandbox container is labelled with its owner (pid, the pid's start time, hostname). ``DockerSandbox``
+starts one reaper per process, detached (own session, stdio on /dev/null): it waits for the owner to exit
+(on a pidfd, so no pid-reuse race; else polling the pid's start time) and force-removes the owner's
+containers, so they go even when the owner is SIGKILLed and its ``atexit`` hook never runs. Run by path,
+it imports only the docker SDK, not evalgym, and starts fast. ``sweep_stale`` catches what a reaper could
+not (a reaper killed too, a daemon that was down).
 """
 
 from __future__ import annotations
 
 import os
 import select
+import socket
+import subprocess
 import sys
+import threading
 import time
 
 LABEL = "evalgym.sandbox"
+_REAPERS: dict[tuple[int, str], subprocess.Popen] = {}
+_LOCK = threading.Lock()
 
 
 def _start_time(pid: int) -> str | None:
@@ -24,6 +31,45 @@ def _start_time(pid: int) -> str | None:
             return f.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         return None
+
+
+def owner_labels() -> dict[str, str]:
+    pid = os.getpid()
+    return {LABEL: "1", "evalgym.owner_pid": str(pid), "evalgym.owner_start": _start_time(pid) or "",
+            "evalgym.owner_host": socket.gethostname()}
+
+
+def sweep_stale(client) -> int:
+    """Force-remove sandbox containers of this host whose owner process is gone; how many."""
+    removed, host = 0, socket.gethostname()
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    except Exception:  # noqa: BLE001
+        return 0
+    for c in found:
+        labels = c.labels or {}
+        pid = labels.get("evalgym.owner_pid", "")
+        if labels.get("evalgym.owner_host", host) != host or not pid.isdigit():
+            continue  # another machine's (a shared daemon): its own reaper's business
+        started = _start_time(int(pid))
+        if started is None or started != labels.get("evalgym.owner_start", started):
+            try:
+                c.remove(force=True)
+                removed += 1
+            except Exception:  # noqa: BLE001  (removed meanwhile)
+                pass
+    return removed
+
+
+def start_reaper(base_url: str | None) -> None:
+    """Start this process's reaper for ``base_url`` (once per process and daemon)."""
+    key = (os.getpid(), base_url or "")
+    with _LOCK:
+        if key in _REAPERS and _REAPERS[key].poll() is None:
+            return
+        _REAPERS[key] = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(os.getpid()), base_url or ""],
+                                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, close_fds=True)
 
 
 def wait_for_exit(pid: int, poll_s: float = 0.5) -> None:
