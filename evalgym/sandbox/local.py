@@ -235,6 +235,11 @@ class LocalSandbox:
         timed_out = expired.is_set()
         for r in readers:
             r.join(timeout=_KILL_GRACE_S)
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            try:
+                stream.close()
+            except OSError:
+                pass
         stdout = bytes(readers[0].buf).decode("utf-8", "replace")
         stderr = bytes(readers[1].buf).decode("utf-8", "replace")
         if work is not None:
