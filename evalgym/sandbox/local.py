@@ -27,12 +27,15 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from evalgym.sandbox.base import Limits, Program, RunResult, SandboxUnavailable
+from evalgym.sandbox.launcher import Launcher
 
 UID_BASE = 60000
 SLOTS = 256
@@ -88,6 +91,8 @@ class LocalSandbox:
             self._uids = list(range(uid_base, uid_base + slots))
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}
+        self._launcher: Launcher | None = None
+        self._launcher_failed = False
         self.python = python
         missing = [tool for tool in ("/usr/bin/prlimit", "/usr/bin/setpriv") if not os.path.exists(tool)]
         if missing:
@@ -138,33 +143,30 @@ class LocalSandbox:
 
     # -- one run -----------------------------------------------------------------------------------
     def run(self, program: Program, limits: Limits = Limits()) -> RunResult:
+        files = _checked_files(program)  # before taking a uid: a bad path is the caller's error
         uid = self._acquire()
-        src = Path(tempfile.mkdtemp(prefix="evalgym-sbx-"))
+        fds: list[int] = []
         try:
-            for rel, content in program.files.items():
-                path = (src / rel).resolve()
-                if src.resolve() not in path.parents:
-                    raise ValueError(f"Program.files: {rel!r} escapes the working directory")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content.encode() if isinstance(content, str) else content)
-            os.chmod(src, 0o755)
-            for p in src.rglob("*"):
-                os.chmod(p, 0o755 if p.is_dir() else 0o644)
-            return self._run(program, limits, uid, src)
+            argv, work = self._argv(program, files, limits, uid, fds)
+            return self._spawn(program, limits, uid, argv, work, fds)
         finally:
+            for fd in fds:
+                os.close(fd)
             if not self.namespaces:  # with namespaces the kernel ends the pid namespace, daemons included
                 self._kill_uid(uid)
-            shutil.rmtree(src, ignore_errors=True)
             self._release(uid)
 
-    def _argv(self, program: Program, limits: Limits, src: Path, uid: int) -> tuple[list[str], Path | None]:
-        """The command line, and (without namespaces) the private working copy it runs in."""
+    def _argv(self, program: Program, files: list[tuple[str, bytes]], limits: Limits, uid: int,
+              fds: list[int]) -> tuple[list[str], Path | None]:
+        """The command line, and (without namespaces) the private working directory it runs in."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", **dict(program.env)}
         command = [self.python if c == "python3" else c for c in program.command]
         if not self.namespaces:
             work = Path(tempfile.mkdtemp(prefix="evalgym-work-"))
-            shutil.copytree(src, work, dirs_exist_ok=True)
+            for rel, data in files:
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                (work / rel).write_bytes(data)
             if os.geteuid() == 0:
                 for p in [work, *work.rglob("*")]:
                     os.chown(p, uid, uid)
@@ -180,41 +182,31 @@ class LocalSandbox:
                 "--symlink", "/proc/self/fd", "/dev/fd", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
                 "--size", str(16 << 20), "--tmpfs", "/tmp",
                 "--size", str(limits.disk_mb << 20), "--tmpfs", "/work"]
-        for path in sorted(src.rglob("*")):  # bwrap copies each file into the tmpfs from an open fd
-            dest = "/work/" + path.relative_to(src).as_posix()
-            argv += ["--dir", dest] if path.is_dir() else ["--file", str(os.open(path, os.O_RDONLY)), dest]
+        made: set[str] = set()
+        for rel, data in files:  # bwrap copies each file into the tmpfs from an in-memory fd: no temp dir
+            parts = rel.split("/")
+            for k in range(1, len(parts)):
+                d = "/work/" + "/".join(parts[:k])
+                if d not in made:
+                    made.add(d)
+                    argv += ["--dir", d]
+            fd = os.memfd_create("evalgym-file")
+            fds.append(fd)
+            os.write(fd, data)
+            os.lseek(fd, 0, os.SEEK_SET)
+            argv += ["--file", str(fd), "/work/" + rel]
         argv += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]  # only /work, /tmp, /dev/shm stay writable
         for k, v in env.items():
             argv += ["--setenv", k, v]
         argv += ["--", *command]
         return argv, None
 
-    def _run(self, program: Program, limits: Limits, uid: int, src: Path) -> RunResult:
-        argv, work = self._argv(program, limits, src, uid)
-        fds = [int(argv[i + 1]) for i, a in enumerate(argv) if a == "--file"]
-        try:
-            return self._spawn(program, limits, uid, argv, work, fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
-
     def _spawn(self, program: Program, limits: Limits, uid: int, argv: list[str], work: Path | None,
                fds: list[int]) -> RunResult:
         cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s) + 1
         nproc = limits.processes + 8  # bwrap's own helpers count too
-        # setpriv + prlimit instead of Popen(user=..., preexec_fn=...): those force a full fork() of this
-        # (possibly huge, torch-laden) process, ~13 ms; the exec chain costs ~3 ms.
-        prefix = ["/usr/bin/prlimit", f"--as={limits.memory_mb << 20}", f"--cpu={cpu}", f"--nproc={nproc}",
-                  f"--fsize={limits.disk_mb << 20}", "--nofile=256", "--core=0", "--"]
-        if os.geteuid() == 0:
-            prefix = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *prefix]
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.Popen(prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd=str(work) if work else "/", start_new_session=True,
-                                    close_fds=True, pass_fds=fds, env={})
-        except OSError as exc:
-            raise SandboxUnavailable(f"cannot start the sandboxed process: {exc}") from None
+        proc = self._start(argv, uid, limits, cpu, nproc, str(work) if work else "/", fds)
         readers = [_Reader(proc.stdout, limits.output_bytes), _Reader(proc.stderr, limits.output_bytes)]
         for r in readers:
             r.start()
@@ -252,6 +244,41 @@ class LocalSandbox:
                          truncated=readers[0].truncated or readers[1].truncated, duration_s=duration,
                          backend=self.name, isolation=self.isolation)
 
+    def _start(self, argv: list[str], uid: int, limits: Limits, cpu: int, nproc: int, cwd: str,
+               fds: list[int]) -> Any:
+        """Start the run through the launcher (a fork of a tiny process), else through setpriv + prlimit
+        (two extra execs); never Popen(user=..., preexec_fn=...), which forks this whole process."""
+        as_root = os.geteuid() == 0
+        launcher = self._get_launcher()
+        if launcher is not None:
+            rlimits = [("RLIMIT_AS", limits.memory_mb << 20), ("RLIMIT_CPU", cpu), ("RLIMIT_NPROC", nproc),
+                       ("RLIMIT_FSIZE", limits.disk_mb << 20), ("RLIMIT_NOFILE", 256), ("RLIMIT_CORE", 0)]
+            try:
+                return launcher.spawn(argv, uid=uid if as_root else None, rlimits=rlimits, cwd=cwd, pass_fds=fds)
+            except OSError:
+                pass  # the launcher died: fall through to the exec chain
+        prefix = ["/usr/bin/prlimit", f"--as={limits.memory_mb << 20}", f"--cpu={cpu}", f"--nproc={nproc}",
+                  f"--fsize={limits.disk_mb << 20}", "--nofile=256", "--core=0", "--"]
+        if as_root:
+            prefix = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *prefix]
+        try:
+            return subprocess.Popen(prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd=cwd, start_new_session=True, close_fds=True,
+                                    pass_fds=fds, env={})
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot start the sandboxed process: {exc}") from None
+
+    def _get_launcher(self) -> Launcher | None:
+        with self._lock:
+            if self._launcher is not None and (self._launcher.pid != os.getpid() or not self._launcher.alive):
+                self._launcher = None  # inherited through fork, or dead: start our own
+            if self._launcher is None and not self._launcher_failed:
+                try:
+                    self._launcher = Launcher(self.python if os.path.exists(self.python) else sys.executable)
+                except OSError:
+                    self._launcher_failed = True
+            return self._launcher
+
     @staticmethod
     def _feed(proc: subprocess.Popen, data: str | bytes | None) -> None:
         try:
@@ -288,7 +315,21 @@ class LocalSandbox:
                 return
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            if self._launcher is not None and self._launcher.pid == os.getpid():
+                self._launcher.close()
+            self._launcher = None
+
+
+def _checked_files(program: Program) -> list[tuple[str, bytes]]:
+    """Program.files as (relative posix path, bytes); a path that is absolute or climbs out is refused."""
+    out = []
+    for rel, content in program.files.items():
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", ".") for p in parts) or "\x00" in rel:
+            raise ValueError(f"Program.files: {rel!r} escapes the working directory")
+        out.append(("/".join(parts), content.encode() if isinstance(content, str) else bytes(content)))
+    return out
 
 
 def _has_processes(uid: int) -> bool:
