@@ -58,8 +58,9 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
 
 # -- verify --------------------------------------------------------------------------------------
 
-def _read_rows(path: str) -> list[tuple[str, str]]:
-    pairs = []
+def _read_jsonl(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of a JSONL file ('-' = stdin), each an object whose ``fields`` are strings; errors name file:line."""
+    rows = []
     try:
         f = sys.stdin if path == "-" else open(path, encoding="utf-8")
     except OSError as exc:
@@ -73,12 +74,12 @@ def _read_rows(path: str) -> list[tuple[str, str]]:
             except json.JSONDecodeError as exc:
                 raise EvalgymError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
-                raise EvalgymError(f"{path}:{lineno}: expected an object with 'gold' and 'pred'")
-            for field in ("gold", "pred"):
+                raise EvalgymError(f"{path}:{lineno}: expected an object with {', '.join(map(repr, fields))}")
+            for field in fields:
                 if not isinstance(row.get(field), str):
                     raise EvalgymError(f"{path}:{lineno}: field {field!r} must be a string")
-            pairs.append((row["gold"], row["pred"]))
-    return pairs
+            rows.append(row)
+    return rows
 
 
 def cmd_verify_math(args: argparse.Namespace) -> int:
@@ -88,7 +89,8 @@ def cmd_verify_math(args: argparse.Namespace) -> int:
         raise EvalgymError("verify math: give --gold and --pred, or --input rows.jsonl")
     if args.input is not None and (args.gold is not None or args.pred is not None):
         raise EvalgymError("verify math: --input cannot be combined with --gold/--pred")
-    pairs = _read_rows(args.input) if args.input is not None else [(args.gold, args.pred)]
+    pairs = ([(r["gold"], r["pred"]) for r in _read_jsonl(args.input, ("gold", "pred"))]
+             if args.input is not None else [(args.gold, args.pred)])
     verifier = MathVerifier(budget_s=args.budget, workers=args.workers)
     for start in range(0, len(pairs), 2000):
         for v in verifier.check_batch(pairs[start:start + 2000]):
@@ -105,23 +107,7 @@ def cmd_verify_math(args: argparse.Namespace) -> int:
 def cmd_verify_code(args: argparse.Namespace) -> int:
     from evalgym.verifiers.code import grade_rows
 
-    rows = []
-    try:
-        f = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    except OSError as exc:
-        raise EvalgymError(f"--input {args.input}: {exc.strerror}") from None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalgymError(f"{args.input}:{lineno}: not JSON ({exc.msg})") from None
-            for field in ("prompt", "completion", "test", "entry_point"):
-                if not isinstance(row.get(field) if isinstance(row, dict) else None, str):
-                    raise EvalgymError(f"{args.input}:{lineno}: field {field!r} must be a string")
-            rows.append(row)
+    rows = _read_jsonl(args.input, ("prompt", "completion", "test", "entry_point"))
     for v in grade_rows(rows, backend=args.backend, workers=args.workers, timeout_s=args.timeout):
         _print_json({"reward": v.reward, "passed": v.correct, "error": v.error, "elapsed_s": round(v.elapsed_s, 4),
                      "reason": v.details.get("reason"), "backend": v.details.get("backend")})
