@@ -5,18 +5,23 @@ when they are available.
     box.run(Program({"main.py": "print(1)"}, ["python3", "main.py"]), Limits(timeout_s=5))
 
 Each run gets:
-- its own uid from a small pool (``uid_base`` + slot, never root), so RLIMIT_NPROC counts only its own
-  processes and "kill everything of this uid" ends every process it started, daemons included;
+- its own uid (``uid_base`` + slot, never root; each slot is a host-wide flock, so two processes never
+  share one), so RLIMIT_NPROC counts only its own processes and "kill everything of this uid" ends every
+  process it started, daemons included;
 - rlimits: address space (memory), CPU seconds, processes, file size, core dumps off;
 - its own session and process group, a scrubbed environment (PATH, HOME, LANG + Program.env);
 - a private working directory: a size-capped tmpfs at ``/work`` holding a copy of its files;
-- with bubblewrap: new user, network (no interfaces up), mount, pid, ipc and uts namespaces, the host
-  filesystem hidden except ``/usr`` (read-only), a fresh ``/proc``, ``/dev`` and ``/tmp``,
-  ``--die-with-parent``. Without bubblewrap (``strict=False``): the same uid, rlimits and session, but the
+- with bubblewrap: new user, network (no interfaces up), mount, pid, ipc and uts namespaces, no nested
+  user namespaces, the host filesystem hidden except ``/usr`` (read-only), a read-only root, a fresh
+  ``/proc``, a minimal ``/dev``, size-capped ``/tmp`` and ``/dev/shm``, ``--die-with-parent``; when the
+  run ends the kernel tears its pid namespace down. Without bubblewrap (``strict=False``): the same uid, rlimits and session, but the
   host filesystem is visible (as that uid) and the network is reachable; ``isolation`` says so.
 
+Runs are started by a tiny launcher process (``launcher.py``), so the caller is never forked.
+
 Not protected against: kernel exploits; CPU-cache side channels; a host that runs something sensitive
-as the sandbox uids (60000+).
+as the sandbox uids (60000+); memory held in memfds beyond the open-file x file-size limits on hosts
+without cgroup v2 (memory is capped as address space).
 """
 
 from __future__ import annotations
