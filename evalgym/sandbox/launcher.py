@@ -129,7 +129,7 @@ class Launcher:
               pass_fds: list[int]) -> Launched:
         """Start ``argv``; numbers in it that are ``pass_fds`` are rewritten to the child's copies."""
         placeholders = {str(fd): "{FD%d}" % i for i, fd in enumerate(pass_fds)}
-        argv = [placeholders.get(a, a) if prev == "--file" else a for prev, a in zip([""] + argv, argv)]
+        argv = [placeholders.get(a, a) if prev in ("--file", "--seccomp") else a for prev, a in zip([""] + argv, argv)]
         r0, w0 = os.pipe()
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()

@@ -20,8 +20,8 @@ Each run gets:
 Runs are started by a tiny launcher process (``launcher.py``), so the caller is never forked.
 
 Not protected against: kernel exploits; CPU-cache side channels; a host that runs something sensitive
-as the sandbox uids (60000+); memory held in memfds beyond the open-file x file-size limits on hosts
-without cgroup v2 (memory is capped as address space).
+as the sandbox uids (60000+). Memory is capped as address space (no cgroup v2 assumed); memfd_create,
+whose pages escape that cap, is denied by a seccomp filter, as are foreign syscall ABIs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,35 @@ UID_BASE = 60000
 SLOTS = 256
 LOCK_DIR = "/run/evalgym-sandbox"  # one flock per uid: slots are unique across every process on the host
 _KILL_GRACE_S = 2.0
+
+
+# A classic-BPF seccomp filter for bubblewrap's --seccomp: memfd_create fails with EPERM (memfd pages are
+# not address space, so RLIMIT_AS cannot cap them), and foreign syscall ABIs (x32, i386) kill the process.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 319), "aarch64": (0xC00000B7, 279)}  # audit arch, memfd_create nr
+
+
+def seccomp_filter() -> bytes | None:
+    import platform
+    import struct
+
+    arch = _SECCOMP_ARCH.get(platform.machine())
+    if arch is None:
+        return None
+    audit_arch, memfd_nr = arch
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    allow, kill, eperm = 0x7FFF0000, 0x80000000, 0x00050000 | 1
+    prog = [
+        (ld, 0, 0, 4),                   # A = seccomp_data.arch
+        (jeq, 1, 0, audit_arch),         # native ABI? skip the kill
+        (ret, 0, 0, kill),
+        (ld, 0, 0, 0),                   # A = seccomp_data.nr
+        (jset, 0, 1, 0x40000000),        # x32 syscall numbers
+        (ret, 0, 0, kill),
+        (jeq, 0, 1, memfd_nr),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
+    return b"".join(struct.pack("HBBI", *insn) for insn in prog)
 
 
 def bwrap_path() -> str | None:
@@ -104,6 +133,7 @@ class LocalSandbox:
             raise SandboxUnavailable(f"local sandbox needs util-linux's {', '.join(missing)}")
         self.bwrap = bwrap_path()
         self.namespaces = bool(self.bwrap) and _namespaces_work(self.bwrap, self._uids[0])
+        self._seccomp = seccomp_filter() if self.namespaces else None
         if strict and not self.namespaces:
             why = "bubblewrap is not installed" if not self.bwrap else "user namespaces are not available"
             raise SandboxUnavailable(f"local sandbox in strict mode needs namespaces: {why} "
@@ -143,7 +173,8 @@ class LocalSandbox:
     def isolation(self) -> tuple[str, ...]:
         base = ("rlimits",) + (("uid",) if self._uids[0] != 0 and os.geteuid() == 0 else ())
         if self.namespaces:
-            return base + ("userns", "netns", "mountns", "pidns", "ipcns", "utsns")
+            return base + ("userns", "netns", "mountns", "pidns", "ipcns", "utsns") + (
+                ("seccomp",) if self._seccomp is not None else ())
         return base
 
     # -- one run -----------------------------------------------------------------------------------
@@ -201,6 +232,12 @@ class LocalSandbox:
             os.lseek(fd, 0, os.SEEK_SET)
             argv += ["--file", str(fd), "/work/" + rel]
         argv += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]  # only /work, /tmp, /dev/shm stay writable
+        if self._seccomp is not None:
+            fd = os.memfd_create("evalgym-seccomp")  # ours, before the filter applies
+            fds.append(fd)
+            os.write(fd, self._seccomp)
+            os.lseek(fd, 0, os.SEEK_SET)
+            argv += ["--seccomp", str(fd)]
         for k, v in env.items():
             argv += ["--setenv", k, v]
         argv += ["--", *command]

@@ -297,7 +297,7 @@ def test_strict_mode_constructs_here():
 def test_stdin_exit_code_backend_and_isolation(box):
     r = run(box, "print(sys.stdin.read().upper()); sys.exit(3)", stdin="hello")
     assert (r.exit_code, r.stdout, r.timed_out, r.backend) == (3, "HELLO\n", False, "local"), r
-    assert {"netns", "mountns", "pidns", "uid", "rlimits"} <= set(r.isolation), r.isolation
+    assert {"netns", "mountns", "pidns", "uid", "rlimits", "seccomp"} <= set(r.isolation), r.isolation
 
 
 def test_killed_by_signal_is_negative(box):
@@ -320,10 +320,7 @@ PIN_ATTACKS = [  # each tries to hold 384 MB of host RAM with Limits(memory_mb=2
                 fds.append(os.memfd_create("x"))
                 for _ in range(16): os.write(fds[-1], b"\\0" * (1 << 20)); mb += 1
         except OSError: pass
-        print("MB", mb)""", id="memfd", marks=pytest.mark.xfail(strict=True, reason=(
-        "memory_mb is only RLIMIT_AS: memfd pages are not address space, so a program pins up to RLIMIT_NOFILE "
-        "(256 with the sandbox's --nofile) x disk_mb of host RAM; fix: cgroup v2 memory.max per run where "
-        "available (not on this host), else seccomp-deny memfd_create"))),
+        print("MB", mb)""", id="memfd"),  # seccomp: memfd_create fails with EPERM
     pytest.param("""
         import subprocess
         sh = ("mkdir -p /work/m && mount -t tmpfs none /work/m && for i in $(seq 48); do "
