@@ -210,12 +210,11 @@ class LocalSandbox:
             return ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in env.items()], *command], work
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-                "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
-                "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+                "--symlink", "usr/lib64", "/lib64", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
                 "--proc", "/proc", "--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/zero", "/dev/zero",
-                "--dev-bind", "/dev/urandom", "/dev/urandom", "--dev-bind", "/dev/random", "/dev/random",
-                "--symlink", "/proc/self/fd", "/dev/fd", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+                "--dev-bind", "/dev/urandom", "/dev/urandom",
+                "--symlink", "urandom", "/dev/random", "--symlink", "/proc/self/fd", "/dev/fd",
+                "--size", str(16 << 20), "--tmpfs", "/dev/shm",
                 "--size", str(16 << 20), "--tmpfs", "/tmp",
                 "--size", str(limits.disk_mb << 20), "--tmpfs", "/work"]
         made: set[str] = set()
