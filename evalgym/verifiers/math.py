@@ -54,26 +54,9 @@ def _parsed(answer: str) -> tuple[Any, frozenset[str], str]:
 
 # -- numbers and expressions ---------------------------------------------------------------------
 
-def _check_size(e: sympy.Basic) -> None:
-    """Refuse numeric evaluation of towers whose value cannot be represented (10^10^10^10), and of
-    functions of astronomically large arguments (sin(10^10^10) needs that many digits of pi)."""
-    for node in sympy.preorder_traversal(e):
-        if isinstance(node, sympy.Function) and not isinstance(node, sympy.factorial):
-            for a in node.args:
-                if any(isinstance(x, sympy.Pow) and x.exp.is_number and abs(x.exp) > 300 for x in
-                       sympy.preorder_traversal(a)) or (a.is_Integer and abs(a) > 10**300):
-                    raise _TooBig
-        if isinstance(node, sympy.binomial) and not node.is_Integer:
-            raise _TooBig
-        if isinstance(node, sympy.Pow) and not node.exp.is_Integer and node.exp.is_number:
-            if any(isinstance(a, (sympy.Pow, sympy.factorial)) for a in node.exp.atoms(sympy.Pow, sympy.factorial)):
-                raise _TooBig
-        if isinstance(node, sympy.factorial) and node.args[0].is_Number and abs(node.args[0]) > 10**5:
-            raise _TooBig
-
-
 def _num(e: sympy.Basic) -> complex | None:
-    _check_size(e)
+    if is_huge(e):  # towers: refuse numeric evaluation rather than hang
+        raise _TooBig
     v = e.evalf(30)
     if v.has(sympy.nan, sympy.zoo) or not v.is_number:
         return None

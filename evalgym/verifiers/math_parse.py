@@ -71,10 +71,18 @@ def _pow(base: Any, exp: Any) -> Any:
 
 
 def is_huge(x: Any) -> bool:
-    """Holds a number too large to evaluate functions of (sin(10^10^10) would need 10^10 digits of pi)."""
-    return any((isinstance(n, sympy.Pow) and n.exp.is_number and not n.exp.is_zero and
-                (n.exp.has(sympy.Pow) or abs(n.exp) > 300)) or (n.is_Integer and abs(n) > 10**300)
-               for n in sympy.preorder_traversal(x))
+    """Holds a value too large to evaluate or to take functions of: a power tower or a power above
+    10^300-ish, an integer above 10^300, or a factorial/binomial left unevaluated for its size
+    (sin(10^10^10) would need 10^10 digits of pi)."""
+    for n in sympy.preorder_traversal(x):
+        if isinstance(n, sympy.Pow) and n.exp.is_number and not n.exp.is_zero and \
+                (n.exp.has(sympy.Pow, sympy.factorial) or abs(n.exp) > 300):
+            return True
+        if n.is_Integer and abs(n) > 10**300:
+            return True
+        if isinstance(n, (sympy.factorial, sympy.binomial)) and n.args[0].is_Number and abs(n.args[0]) > 500:
+            return True
+    return False
 
 
 def _is_expr(v: Any) -> bool:
