@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from evalgym.envs.code_data import mbpp_entry_point
 from evalgym.verifiers.code import grade_code, grade_rows, judge
 
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n    assert candidate(10, 5) == 15\n"
@@ -88,18 +88,13 @@ def test_all_humaneval_references_pass_and_wrong_ones_fail(data_dir):
     assert not any(v.correct for v in wrong)
 
 
-def _mbpp_entry(code: str, tests: str) -> str:
-    names = re.findall(r"^def\s+(\w+)\s*\(", code, re.M)
-    return next((n for n in names if re.search(rf"\b{n}\s*\(", tests)), names[-1])
-
-
 @pytest.mark.slow
 def test_all_mbpp_references_pass(data_dir):
     rows = [json.loads(line) for line in open(data_dir / "mbpp" / "mbpp.jsonl")]
 
     def one(r):
         tests = "\n".join(r["test_list"])
-        return grade_code(r["code"], test=tests, entry_point=_mbpp_entry(r["code"], tests),
+        return grade_code(r["code"], test=tests, entry_point=mbpp_entry_point(r["code"], tests),
                           prelude=r.get("test_setup_code", ""), check=False)
 
     with ThreadPoolExecutor(2) as ex:
