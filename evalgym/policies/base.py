@@ -209,4 +209,10 @@ def load_state_dict_from(path: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for f in files:
         state.update(load_file(str(f)))
+    # save_pretrained leaves a tied lm_head out; engines that keep their own copy (vLLM on CPU) need it
+    config = Path(path) / "config.json"
+    if "lm_head.weight" not in state and "model.embed_tokens.weight" in state and config.exists():
+        import json
+        if json.loads(config.read_text()).get("tie_word_embeddings"):
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state

