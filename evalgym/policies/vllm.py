@@ -65,7 +65,8 @@ class VLLMPolicy:
 
     def __init__(self, model: str, *, dtype: str | None = None, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.5, kv_cache_gb: int = 1, seed: int = 0,
-                 enforce_eager: bool = True, device: str | None = None, **engine_kwargs: Any):
+                 enforce_eager: bool = True, device: str | None = None, max_num_batched_tokens: int | None = None,
+                 **engine_kwargs: Any):
         try:
             import vllm
         except ImportError as e:
@@ -84,6 +85,8 @@ class VLLMPolicy:
         kwargs: dict[str, Any] = dict(model=path, tokenizer=path, dtype=dtype or ("bfloat16" if on_gpu else "float32"),
                                       max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
                                       worker_extension_cls="evalgym.policies.vllm.WeightSync")
+        self.max_num_batched_tokens = max_num_batched_tokens or max(8192, max_model_len)
+        kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
         if on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(engine_kwargs)
@@ -113,7 +116,9 @@ class VLLMPolicy:
             for j in range(sampling.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
                 params.append(self._params(sampling, sample_seed(sampling.seed, keys[i], j)))
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = []
+        for lo, hi in self._waves(requests, seeded=sampling.seed is not None):
+            outputs.extend(self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=False))
         grouped: list[list[Completion]] = [[] for _ in prompts]
         k = 0
         for i, ids in enumerate(encoded):
@@ -131,6 +136,22 @@ class VLLMPolicy:
         self.stats.completion_tokens += sum(len(c.token_ids) for g in grouped for c in g)
         self.stats.generate_s += time.perf_counter() - t0
         return grouped
+
+    def _waves(self, requests: list[Any], seeded: bool) -> list[tuple[int, int]]:
+        """Seeded requests go in waves whose prompts fit one step's token budget: vLLM's CPU sampler
+        cannot rewind a seeded generator when a prefill is split across steps ("CPU Generator does not
+        use offset"), so no seeded prefill may be chunked. Unseeded requests go in one call."""
+        if not seeded:
+            return [(0, len(requests))]
+        waves, lo, used = [], 0, 0
+        for i, r in enumerate(requests):
+            n = len(r["prompt_token_ids"])
+            if used + n > self.max_num_batched_tokens and i > lo:
+                waves.append((lo, i))
+                lo, used = i, 0
+            used += n
+        waves.append((lo, len(requests)))
+        return waves
 
     def score(self, prompt: Prompt, token_ids: Sequence[int]) -> list[float]:
         return self.score_batch([(prompt, token_ids)])[0]

