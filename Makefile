@@ -20,7 +20,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install system demo test bench clean
+.PHONY: install system demo test bench bench-rollout clean
 
 install: $(STAMP)
 
@@ -55,6 +55,9 @@ test: $(STAMP) system
 bench: $(STAMP) system
 	$(PY) perf/math_verifier_bench.py --workers 2
 	$(PY) perf/sandbox_bench.py --workers 2
+
+bench-rollout: $(STAMP)
+	$(PY) perf/rollout_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
