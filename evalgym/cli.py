@@ -249,6 +249,30 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- training ------------------------------------------------------------------------------------
+
+
+TRAINERS = {"sft": ("evalgym.trainers.sft", "SFTConfig", "train_sft")}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    from evalgym.trainers.config import load_config
+
+    if args.algorithm not in TRAINERS:
+        raise EvalgymError(f"train: {args.algorithm!r} is not available yet; available: {sorted(TRAINERS)}")
+    module_name, config_name, fn_name = TRAINERS[args.algorithm]
+    module = importlib.import_module(module_name)
+    cfg = load_config(getattr(module, config_name), args.config, args.overrides)
+    result = getattr(module, fn_name)(cfg, progress=not args.quiet)
+    summary = {"run_dir": cfg.run_dir, "checkpoint": result["checkpoint"].path if result["checkpoint"] else None,
+               **{k: result["metrics"].get(k) for k in ("step", "loss") if k in result["metrics"]}}
+    if result.get("process_index", 0) == 0:
+        _print_json(summary) if args.json else print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--quiet", action="store_true", help="no progress bar")
     ro.add_argument("--json", action="store_true")
     ro.set_defaults(func=cmd_rollout)
+
+    tr = sub.add_parser("train", help="train a model: sft (more trainers land with their issue)")
+    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft")
+    tr.add_argument("--config", default=None, help="YAML file of config fields")
+    tr.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides (dotted keys for sections)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_train)
     return p
 
 

@@ -1,0 +1,126 @@
+"""SFT, configs, checkpoints and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from evalgym.errors import EvalgymError
+from evalgym.trainers.checkpoint import latest_checkpoint, step_dirs, subscribe
+from evalgym.trainers.config import load_config
+from evalgym.trainers.sft import SFTConfig, batch_indices, tokenize_chat, train_sft
+
+
+def test_config_errors_name_the_field(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: tiny\nlr: fast\n")
+    with pytest.raises(EvalgymError, match=r"SFTConfig \(.*c.yaml\): lr: Input should be a valid number"):
+        load_config(SFTConfig, f)
+    with pytest.raises(EvalgymError, match="lerning_rate: Extra inputs are not permitted"):
+        load_config(SFTConfig, None, ["lerning_rate=1"])
+    with pytest.raises(EvalgymError, match="does not exist"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
+    cfg = load_config(SFTConfig, f, ["lr=0.5", "envs=[arithmetic, fractions]", "env_kwargs.arithmetic.ops=+-"])
+    assert cfg.lr == 0.5 and cfg.envs == ["arithmetic", "fractions"] and cfg.env_kwargs == {"arithmetic": {"ops": "+-"}}
+
+
+def test_assistant_only_mask(tiny_policy):
+    tok = tiny_policy.tokenizer
+    msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "6"}]
+    ids, mask = tokenize_chat(tok, msgs, 512)
+    learned = tok.decode([t for t, m in zip(ids, mask) if m])
+    assert learned == "4<|im_end|>\n6<|im_end|>\n"
+    assert len(ids) == len(mask)
+
+
+def test_batches_are_a_pure_function_of_the_step():
+    a = [batch_indices(10, 4, seed=0, step=s) for s in range(5)]
+    assert a == [batch_indices(10, 4, seed=0, step=s) for s in range(5)]
+    flat = [i for b in a for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # epochs
+    assert batch_indices(10, 4, seed=1, step=0) != a[0]
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model=kw.pop("model"), envs=["arithmetic"], env_kwargs={"arithmetic": {"ops": "+-"}}, env_rows=500,
+                batch_size=16, lr=3e-3, warmup_steps=5, run_dir=str(tmp_path / "run"), save_every=5, seed=0)
+    return SFTConfig(**{**base, **kw})
+
+
+def test_checkpoints_events_and_meta(tmp_path, tiny_path):
+    seen = []
+    unsubscribe = subscribe(seen.append)
+    try:
+        result = train_sft(_cfg(tmp_path, model=tiny_path, steps=10), progress=False)
+    finally:
+        unsubscribe()
+    run = tmp_path / "run"
+    assert [p.name for p in step_dirs(run)] == ["step_000005", "step_000010"]
+    assert [r.step for r in seen] == [5, 10] and result["checkpoint"].path == str(run / "step_000010")
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events] == [5, 10] and all(e["event"] == "checkpoint" for e in events)
+    meta = json.loads((run / "step_000010" / "meta.json").read_text())
+    assert meta["config"]["lr"] == 3e-3 and meta["parent"] == tiny_path and meta["trainer"] == "sft"
+    assert meta["git_sha"] is None or len(meta["git_sha"]) == 40
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 11)) and metrics[-1]["loss"] < metrics[0]["loss"]
+    assert not list(run.glob(".step_*"))  # no temp folders left behind
+    # a checkpoint is an ordinary model folder: every backend loads it by path
+    from evalgym.policies.base import SamplingParams, make_policy
+    out = make_policy("hf", str(run / "step_000010"), device="cpu").generate(["x"], SamplingParams(max_tokens=3))
+    assert len(out[0][0].token_ids) == 3
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path, tiny_path):
+    cmd = [sys.executable, "-m", "evalgym.cli", "train", "sft", "--quiet", f"model={tiny_path}", "envs=[arithmetic]",
+           "env_rows=300", "batch_size=8", "steps=16", "save_every=4", "lr=3e-3", "seed=3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(cmd + [f"run_dir={tmp_path / 'straight'}"], check=True, env=env, timeout=900, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [f"run_dir={killed}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while latest_checkpoint(killed) is None or latest_checkpoint(killed).name < "step_000008":
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = latest_checkpoint(killed).name
+    assert stopped_at < "step_000016"
+    subprocess.run(cmd + [f"run_dir={killed}"], check=True, env=env, timeout=900, capture_output=True)
+
+    a = load_file(str(tmp_path / "straight" / "step_000016" / "model.safetensors"))
+    b = load_file(str(killed / "step_000016" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"resumed from {stopped_at}"
+    la = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    lb = {json.loads(x)["step"]: json.loads(x)["loss"] for x in (killed / "metrics.jsonl").read_text().splitlines()}
+    assert la[-1] == lb[16]
+
+
+@pytest.mark.slow
+def test_sft_learns_a_procedural_task(tmp_path, tiny_path):
+    """Seeded: the tiny model from random weights, 2-term single-digit +/- arithmetic."""
+    from evalgym.policies.base import SamplingParams
+    from evalgym.policies.hf import HFPolicy
+    from evalgym.rollouts import collect, make_env
+
+    held_out = make_env("arithmetic", seed=10**9, ops="+-")
+    sp = SamplingParams(temperature=0, max_tokens=32)
+    before = collect(HFPolicy(tiny_path, device="cpu"), held_out, num_prompts=64, sampling=sp).mean_reward()
+    result = train_sft(_cfg(tmp_path, model=tiny_path, steps=300, batch_size=32, save_every=300, env_rows=2000),
+                       progress=False)
+    after = collect(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), held_out,
+                    num_prompts=64, sampling=sp).mean_reward()
+    assert before < 0.05 and after >= before + 0.3, (before, after)
