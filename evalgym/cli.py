@@ -373,7 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # key=value overrides may follow options (`train sft --quiet lr=1e-3`)
+        if getattr(args, "overrides", None) is not None and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.data_dir:
         os.environ["EVALGYM_DATA_DIR"] = args.data_dir
     try:
