@@ -33,6 +33,8 @@ class LoopState:
     step: int = 0
     tokens: int = 0
     data: dict[str, Any] = field(default_factory=dict)   # trainer's own position (epoch, offset...)
+    model: Any = None        # the model being trained (unwrapped), for trainers that sample from it
+    tokenizer: Any = None
 
 
 def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
@@ -84,6 +86,7 @@ def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
     model.train()
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = lambda: accelerator.unwrap_model(model)  # noqa: E731
+    state.model, state.tokenizer = unwrapped(), tokenizer
     metrics_path = run_dir / "metrics.jsonl"
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

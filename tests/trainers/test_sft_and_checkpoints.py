@@ -110,18 +110,8 @@ def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_sft_learns_a_procedural_task(tmp_path, tiny_path):
-    """Seeded: the tiny model from random weights, 2-term single-digit +/- arithmetic."""
-    from evalgym.policies.base import SamplingParams
-    from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect, make_env
-
-    held_out = make_env("arithmetic", seed=10**9, ops="+-")
-    sp = SamplingParams(temperature=0, max_tokens=32)
-    before = collect(HFPolicy(tiny_path, device="cpu"), held_out, num_prompts=64, sampling=sp).mean_reward()
-    result = train_sft(_cfg(tmp_path, model=tiny_path, steps=600, batch_size=32, save_every=600, env_rows=2000,
-                            warmup_steps=10), progress=False)
-    after = collect(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), held_out,
-                    num_prompts=64, sampling=sp).mean_reward()
-    # measured: 0.00 -> 0.42 (600 steps, ~2.5 min on 2 cores)
-    assert before < 0.05 and after >= before + 0.25, (before, after)
+def test_sft_learns_a_procedural_task(sft_arithmetic):
+    """Seeded: the tiny model from random weights, 2-term single-digit +/- arithmetic, 600 steps."""
+    # measured: 0.00 -> 0.42-0.48 held-out (greedy), ~2.5 min on 2 cores
+    assert sft_arithmetic["before"] < 0.05
+    assert sft_arithmetic["after"] >= sft_arithmetic["before"] + 0.25, sft_arithmetic
