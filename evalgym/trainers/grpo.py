@@ -25,7 +25,7 @@ from evalgym.errors import EvalgymError
 from evalgym.policies.base import SamplingParams
 from evalgym.trainers.config import TrainConfig
 from evalgym.trainers.losses import group_advantages, overlong_penalty, policy_loss
-from evalgym.trainers.loop import LoopState, run
+from evalgym.trainers.loop import LoopState, dist_state, run
 
 
 class GRPOConfig(TrainConfig):
@@ -63,8 +63,6 @@ def pick_problems(cfg: GRPOConfig, sizes: dict[str, int], step: int) -> list[tup
 
 
 def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
-    from accelerate import PartialState
-
     from evalgym.envs.registry import resolve_id
     from evalgym.policies.hf import HFPolicy
     from evalgym.rollouts import collect_many, make_env
@@ -77,7 +75,7 @@ def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
         except TypeError as e:
             raise EvalgymError(f"grpo.env_kwargs.{name}: {e}") from None
     sizes = {n: e.source.size for n, e in envs.items()}
-    ps = PartialState()
+    ps = dist_state()
     world, rank = ps.num_processes, ps.process_index
     if cfg.prompts_per_step % world:
         raise EvalgymError(f"grpo.prompts_per_step {cfg.prompts_per_step} must be divisible by {world} processes")

@@ -37,6 +37,15 @@ class LoopState:
     tokenizer: Any = None
 
 
+def dist_state() -> Any:
+    """accelerate's process state, CPU-aware: on a machine without GPUs, a plain ``PartialState()``
+    under a multi-process launch reports one process (it does not look for gloo); ``cpu=True`` makes
+    it MULTI_CPU. Must be the first accelerate state created in the process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -135,7 +144,8 @@ def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
                 ref = save_checkpoint(run_dir, state.step, model=unwrapped(), tokenizer=tokenizer,
                                       optimizer=optimizer, scheduler=scheduler,
                                       data_state={**state.data, "_tokens": state.tokens}, config=cfg,
-                                      parent=parent, extra_meta=extra_meta, keep_last=cfg.keep_last)
+                                      parent=parent, keep_last=cfg.keep_last,
+                                      extra_meta={**(extra_meta or {}), "world_size": accelerator.num_processes})
             accelerator.wait_for_everyone()
     if bar is not None:
         bar.close()

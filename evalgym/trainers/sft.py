@@ -20,7 +20,7 @@ import torch
 from evalgym.errors import EvalgymError
 from evalgym.trainers.config import TrainConfig
 from evalgym.trainers.losses import sft_loss
-from evalgym.trainers.loop import LoopState, run
+from evalgym.trainers.loop import LoopState, dist_state, run
 
 
 class SFTConfig(TrainConfig):
@@ -126,13 +126,11 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
-    from accelerate import PartialState
-
     rows = load_rows(cfg)
     tokenizer = _tokenizer_of(cfg.model)
     encoded = [tokenize_chat(tokenizer, r, cfg.max_len) for r in rows]
-    world = PartialState().num_processes
-    rank = PartialState().process_index
+    ps = dist_state()
+    world, rank = ps.num_processes, ps.process_index
     micro_size = cfg.batch_size // cfg.grad_accum
     if micro_size * cfg.grad_accum != cfg.batch_size or micro_size % world:
         raise EvalgymError(f"sft.batch_size {cfg.batch_size} must split evenly into grad_accum {cfg.grad_accum} "

@@ -115,3 +115,22 @@ def test_sft_learns_a_procedural_task(sft_arithmetic):
     # measured: 0.00 -> 0.42-0.48 held-out (greedy), ~2.5 min on 2 cores
     assert sft_arithmetic["before"] < 0.05
     assert sft_arithmetic["after"] >= sft_arithmetic["before"] + 0.25, sft_arithmetic
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_ddp(tmp_path, tiny_path):
+    """Real DDP on gloo, two processes. accelerate 1.15's `--cpu` flag starts ONE process (its simple
+    launcher), so the launch is `--multi_gpu --num_processes 2` (torchrun); with no GPU the trainer's
+    Accelerator(cpu=True) makes it MULTI_CPU on gloo."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    run_dir = tmp_path / "ddp"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "evalgym.cli", "train", "sft", "--quiet", f"model={tiny_path}",
+           "envs=[arithmetic]", "env_rows=200", "batch_size=8", "steps=4", "save_every=2", f"run_dir={run_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((run_dir / "step_000004" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # written once, by the main process
+    assert done.stdout.count("checkpoint=") == 1
