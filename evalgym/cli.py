@@ -253,7 +253,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 TRAINERS = {"sft": ("evalgym.trainers.sft", "SFTConfig", "train_sft"),
-            "grpo": ("evalgym.trainers.grpo", "GRPOConfig", "train_grpo")}
+            "grpo": ("evalgym.trainers.grpo", "GRPOConfig", "train_grpo"),
+            "dpo": ("evalgym.trainers.dpo", "DPOConfig", "train_dpo")}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -362,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--json", action="store_true")
     ro.set_defaults(func=cmd_rollout)
 
-    tr = sub.add_parser("train", help="train a model: sft, grpo (more trainers land with their issue)")
-    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | grpo")
+    tr = sub.add_parser("train", help="train a model: sft, grpo, dpo (more trainers land with their issue)")
+    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | grpo | dpo")
     tr.add_argument("--config", default=None, help="YAML file of config fields")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides (dotted keys for sections)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
