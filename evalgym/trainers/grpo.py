@@ -47,6 +47,7 @@ class GRPOConfig(TrainConfig):
     filter_zero_variance: bool = False
     overlong_buffer: int = 0
     tis_cap: float | None = None
+    reward_model: str | None = None      # train on a reward model's scores (σ(score)) instead of the verifier's
     lr: float = 1e-4
     save_every: int = 25
 
@@ -101,7 +102,15 @@ def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
         result = collect_many(policy, [(envs[n], i) for n, i in items], n=cfg.group_size, sampling=sampling,
                               seed=cfg.seed * 1_000_003 + step * cfg.grad_accum + micro, policy_step=step)
         model.train(was_training)
-        return build_batch(cfg, result, tokenizer.pad_token_id)
+        rewards = None
+        if cfg.reward_model:
+            if "rm" not in holder:
+                from evalgym.trainers.rm import RewardModelScorer
+                holder["rm"] = RewardModelScorer(cfg.reward_model)
+            trajs = [t for g in result.groups for t in g.trajectories]
+            verdicts = holder["rm"].verify_batch([t.problem for t in trajs], [t.final.completion.text for t in trajs])
+            rewards = torch.tensor([v.reward for v in verdicts]).reshape(len(result.groups), -1)
+        return build_batch(cfg, result, tokenizer.pad_token_id, rewards=rewards)
 
     def loss_fn(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         stats = batch["stats"]
@@ -133,16 +142,20 @@ def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
             holder["engine"].close()
 
 
-def build_batch(cfg: GRPOConfig, result: Any, pad_id: int) -> dict[str, Any]:
-    """Rewards → advantages → one padded batch of (prompt + completion) sequences of the last turn."""
+def build_batch(cfg: GRPOConfig, result: Any, pad_id: int, rewards: torch.Tensor | None = None) -> dict[str, Any]:
+    """Rewards → advantages → one padded batch of (prompt + completion) sequences of the last turn.
+    ``rewards`` ([groups, G]) replaces the verifier's (a reward model's scores)."""
     groups = result.groups
-    rewards = torch.tensor([[t.reward for t in g.trajectories] for g in groups], dtype=torch.float32)
+    verifier_rewards = torch.tensor([[t.reward for t in g.trajectories] for g in groups], dtype=torch.float32)
+    if rewards is None:
+        rewards = verifier_rewards
     lengths = torch.tensor([[len(t.final.completion.token_ids) for t in g.trajectories] for g in groups])
     shaped = rewards + (overlong_penalty(lengths, cfg.max_tokens, cfg.overlong_buffer) if cfg.overlong_buffer else 0)
     adv = group_advantages(shaped, scale=cfg.scale_advantages)
-    zero_var = torch.tensor([g.zero_variance for g in groups])
+    zero_var = (rewards.max(dim=1).values - rewards.min(dim=1).values) == 0
     keep = ~zero_var if cfg.filter_zero_variance else torch.ones(len(groups), dtype=torch.bool)
     stats = {"reward": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
+             "verifier_reward": float(verifier_rewards.mean()),
              "zero_variance_frac": float(zero_var.float().mean()), "kept_groups_frac": float(keep.float().mean()),
              "truncation_rate": float(torch.tensor([t.truncated for g in groups for t in g.trajectories]).float().mean())}
     for env_id, d in result.stats.per_env.items():

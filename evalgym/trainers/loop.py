@@ -66,7 +66,8 @@ def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
 def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
         loss_fn: Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]],
         model: Any = None, tokenizer: Any = None, on_step: Callable[[int, Any, dict], None] | None = None,
-        extra_meta: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+        extra_meta: dict[str, Any] | None = None, progress: bool = True,
+        load_fn: Callable[[str, str], tuple[Any, Any]] | None = None) -> dict[str, Any]:
     """Train ``cfg.steps`` optimizer steps; returns the last metrics and the final checkpoint."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -77,7 +78,7 @@ def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
     state = LoopState()
     parent = cfg.model
     if resume is not None:
-        model, tokenizer = load_model(str(resume), cfg.dtype)
+        model, tokenizer = (load_fn or load_model)(str(resume), cfg.dtype)
         parent = str(resume)
     elif model is None:
         model, loaded_tok = load_model(cfg.model, cfg.dtype)
