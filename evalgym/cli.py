@@ -255,7 +255,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 TRAINERS = {"sft": ("evalgym.trainers.sft", "SFTConfig", "train_sft"),
             "grpo": ("evalgym.trainers.grpo", "GRPOConfig", "train_grpo"),
             "dpo": ("evalgym.trainers.dpo", "DPOConfig", "train_dpo"),
-            "rm": ("evalgym.trainers.rm", "RMConfig", "train_rm")}
+            "rm": ("evalgym.trainers.rm", "RMConfig", "train_rm"),
+            "rs-sft": ("evalgym.trainers.rs_sft", "RSSFTConfig", "train_rs_sft")}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -364,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--json", action="store_true")
     ro.set_defaults(func=cmd_rollout)
 
-    tr = sub.add_parser("train", help="train a model: sft, rm, dpo, grpo (rs-sft lands with its issue)")
-    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | rm | dpo | grpo")
+    tr = sub.add_parser("train", help="train a model: sft, rm, dpo, grpo, rs-sft")
+    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | rm | dpo | grpo | rs-sft")
     tr.add_argument("--config", default=None, help="YAML file of config fields")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides (dotted keys for sections)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -40,9 +40,7 @@ CONFIGS = {
 
 def run_one(model: str, backend: str, repeats: int, hf_threads: int | None) -> dict:
     env, k, g, max_tokens = CONFIGS[model]
-    kwargs = {"device": "cpu"} if backend == "hf" else {"max_model_len": 2048}
-    if backend == "hf" and hf_threads:
-        kwargs["threads"] = hf_threads
+    kwargs = {"device": "cpu", "threads": hf_threads} if backend == "hf" else {"max_model_len": 2048}
     t0 = time.perf_counter()
     policy = make_policy(backend, model, **kwargs)
     startup = time.perf_counter() - t0
@@ -57,7 +55,7 @@ def run_one(model: str, backend: str, repeats: int, hf_threads: int | None) -> d
                      "verify_wait_share": st.verify_wait_share, "mean_reward": res.mean_reward()})
     policy.close()
     med = lambda key: statistics.median(x[key] for x in runs)  # noqa: E731
-    name = backend if not (backend == "hf" and hf_threads) else f"hf ({hf_threads} threads)"
+    name = backend if backend != "hf" else f"hf ({hf_threads} thread{'s' if hf_threads > 1 else ''})"
     return {"model": model, "backend": name, "env": env, "prompts": k, "G": g, "max_tokens": max_tokens,
             "startup_s": startup, "tokens_per_s": med("tokens_per_s"), "tokens_per_s_all": [x["tokens_per_s"] for x in runs],
             "verify_wait_share": med("verify_wait_share"), "verify_s": med("verify_s"), "wall_s": med("wall_s"),
@@ -69,21 +67,21 @@ def main() -> None:
     ap.add_argument("--models", default="tiny,smollm2-135m")
     ap.add_argument("--backends", default="hf,vllm")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--hf-threads-too", type=int, default=2,
-                    help="also run hf with this many torch threads (0: skip); the default leaves a core to the verifier")
+    ap.add_argument("--hf-threads", type=int, default=os.cpu_count() or 2,
+                    help="hf runs with 1 torch thread and with this many (default: all cores)")
     ap.add_argument("--out", default=str(RESULTS / "rollout"))
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):
         for backend in args.backends.split(","):
-            variants = [None] + ([args.hf_threads_too] if backend == "hf" and args.hf_threads_too else [])
+            variants = sorted({1, args.hf_threads}) if backend == "hf" else [None]
             for threads in variants:
                 row = run_one(model, backend, args.repeats, threads)
                 rows.append(row)
                 print(f"{model:14s} {row['backend']:16s} {row['tokens_per_s']:8.1f} tok/s  "
                       f"verify wait {100 * row['verify_wait_share']:.1f}%  startup {row['startup_s']:.1f}s", flush=True)
     for model in {r["model"] for r in rows}:
-        base = next((r for r in rows if r["model"] == model and r["backend"] == "hf"), None)
+        base = next((r for r in rows if r["model"] == model and r["backend"].startswith("hf")), None)
         for r in rows:
             if r["model"] == model and base:
                 r["ratio_vs_hf"] = r["tokens_per_s"] / base["tokens_per_s"]

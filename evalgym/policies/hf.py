@@ -10,7 +10,6 @@ the very weights being trained (no copy, no ``load_weights`` needed).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,8 +50,8 @@ def _dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
 class HFPolicy:
     """``HFPolicy("tiny")``, ``HFPolicy("smollm2-135m", device="cuda", dtype="bf16")``.
 
-    On CPU it uses ``threads`` torch threads (default: all cores but one; torch's setting is
-    process-wide)."""
+    ``threads`` sets torch's intra-op threads (process-wide); by default torch's own setting stands.
+    """
 
     backend = "hf"
 
@@ -76,12 +75,8 @@ class HFPolicy:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype, self.device))
             self.model.to(self.device).eval()
-        if self.device == "cpu":
-            # Leave a core for the verifier workers that grade while this engine generates: on a small
-            # box, OpenMP threads spinning against busy worker processes cost 10x (measured: 15 s vs 1 s).
-            want = threads or max(1, (os.cpu_count() or 2) - 1)
-            if torch.get_num_threads() > want or threads:
-                torch.set_num_threads(want)
+        if threads:
+            torch.set_num_threads(int(threads))  # process-wide: torch has one intra-op pool
         self.eos_ids = stop_ids(self.tokenizer, getattr(self.model.generation_config, "eos_token_id", None))
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else next(iter(self.eos_ids), 0))
