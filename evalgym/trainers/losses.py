@@ -131,13 +131,15 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     """DPO on sequence log-probabilities ``[B]``: ``-log σ(β((πc − rc) − (πr − rr)))``."""
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     loss = -F.logsigmoid(beta * margin).mean()
-    return loss, {"margin": float(margin.mean()), "accuracy": float((margin > 0).float().mean())}
+    m = margin.detach()
+    return loss, {"margin": float(m.mean()), "accuracy": float((m > 0).float().mean())}
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Reward-model loss on scalar scores ``[B]``: ``-log σ(r_chosen − r_rejected)``."""
     diff = chosen - rejected
-    return -F.logsigmoid(diff).mean(), {"accuracy": float((diff > 0).float().mean()), "margin": float(diff.mean())}
+    d = diff.detach()
+    return -F.logsigmoid(diff).mean(), {"accuracy": float((d > 0).float().mean()), "margin": float(d.mean())}
 
 
 def distill_advantages(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ from evalgym.trainers.rm import RMConfig, RewardModelScorer, train_rm
 
 @pytest.mark.slow
 def test_reward_model_ranks_held_out_pairs_and_scores_for_grpo(tmp_path, tiny_path):
-    cfg = RMConfig(model=tiny_path, envs=["arithmetic"], env_rows=1000, steps=80, batch_size=16, lr=1e-3,
-                   save_every=40, run_dir=str(tmp_path / "rm"))
+    cfg = RMConfig(model=tiny_path, envs=["arithmetic"], env_rows=1000, steps=160, batch_size=16, lr=1e-3,
+                   save_every=80, run_dir=str(tmp_path / "rm"))
     result = train_rm(cfg, progress=False)
     scorer = RewardModelScorer(result["checkpoint"].path)
     held_out = load_pairs(RMConfig(envs=["arithmetic"], env_rows=64, env_kwargs={"arithmetic": {"seed": 10**9}}))
