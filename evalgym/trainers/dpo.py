@@ -25,8 +25,8 @@ import torch
 from evalgym.errors import EvalgymError
 from evalgym.trainers.config import TrainConfig
 from evalgym.trainers.losses import dpo_loss
-from evalgym.trainers.loop import LoopState, dist_state, load_model, run
-from evalgym.trainers.sft import batch_indices
+from evalgym.trainers.loop import dist_state, load_model, run
+from evalgym.trainers.sft import row_batches
 
 
 class DPOConfig(TrainConfig):
@@ -128,8 +128,7 @@ def sequence_logps(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -
 
 
 def train_dpo(cfg: DPOConfig, *, progress: bool = True) -> dict[str, Any]:
-    ps = dist_state()
-    world, rank = ps.num_processes, ps.process_index
+    dist_state()  # the CPU-aware accelerate state comes first
     pairs = load_pairs(cfg)
     model, tokenizer = load_model(cfg.model, cfg.dtype)
     enc = [(encode_pair(tokenizer, p["prompt"], p["chosen"], cfg.max_len),
@@ -144,13 +143,7 @@ def train_dpo(cfg: DPOConfig, *, progress: bool = True) -> dict[str, Any]:
             for k in range(len(chunk)):
                 ref[lo + k] = (float(rc[k]), float(rr[k]))
     del ref_model
-    micro = cfg.batch_size // cfg.grad_accum
-    if micro * cfg.grad_accum != cfg.batch_size or micro % world:
-        raise EvalgymError(f"dpo.batch_size {cfg.batch_size} must split into grad_accum {cfg.grad_accum} "
-                           f"micro-batches over {world} processes")
-
-    def make_batch(step: int, m: int, state: LoopState) -> list[int]:
-        return batch_indices(len(enc), micro, cfg.seed, step * cfg.grad_accum + m)[rank::world]
+    make_batch = row_batches(cfg, len(enc), "dpo")
 
     def loss_fn(model: Any, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         pc = sequence_logps(model, [enc[i][0] for i in idx], tokenizer.pad_token_id)

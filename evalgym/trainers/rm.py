@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 
-from evalgym.errors import EvalgymError
 from evalgym.trainers.dpo import DPOConfig, load_pairs
 from evalgym.trainers.losses import bradley_terry_loss
-from evalgym.trainers.loop import LoopState, dist_state, run
-from evalgym.trainers.sft import batch_indices
+from evalgym.trainers.loop import dist_state, run
+from evalgym.trainers.sft import row_batches
 from evalgym.types import Problem, Verdict
 
 
@@ -66,19 +65,12 @@ def scores(model: Any, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def train_rm(cfg: RMConfig, *, progress: bool = True) -> dict[str, Any]:
-    ps = dist_state()
-    world, rank = ps.num_processes, ps.process_index
+    dist_state()  # the CPU-aware accelerate state comes first
     pairs = load_pairs(cfg)
     model, tokenizer = load_reward_model(cfg.model, cfg.dtype)
     enc = [(encode_response(tokenizer, p["prompt"], p["chosen"], cfg.max_len),
             encode_response(tokenizer, p["prompt"], p["rejected"], cfg.max_len)) for p in pairs]
-    micro = cfg.batch_size // cfg.grad_accum
-    if micro * cfg.grad_accum != cfg.batch_size or micro % world:
-        raise EvalgymError(f"rm.batch_size {cfg.batch_size} must split into grad_accum {cfg.grad_accum} "
-                           f"micro-batches over {world} processes")
-
-    def make_batch(step: int, m: int, state: LoopState) -> list[int]:
-        return batch_indices(len(enc), micro, cfg.seed, step * cfg.grad_accum + m)[rank::world]
+    make_batch = row_batches(cfg, len(enc), "rm")
 
     def loss_fn(model: Any, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         s = scores(model, [enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_token_id)

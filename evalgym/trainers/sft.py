@@ -107,6 +107,23 @@ def batch_indices(n_rows: int, batch_size: int, seed: int, step: int) -> list[in
     return out
 
 
+def row_batches(cfg: TrainConfig, n_rows: int, trainer: str):
+    """``make_batch(step, micro, state) -> this process's row indices`` for trainers over a fixed set
+    of rows: seeded epochs (``batch_indices``), the global batch split into ``grad_accum``
+    micro-batches and then across processes."""
+    ps = dist_state()
+    world, rank = ps.num_processes, ps.process_index
+    micro_size = cfg.batch_size // cfg.grad_accum
+    if micro_size * cfg.grad_accum != cfg.batch_size or micro_size % world:
+        raise EvalgymError(f"{trainer}.batch_size {cfg.batch_size} must split evenly into grad_accum "
+                           f"{cfg.grad_accum} micro-batches over {world} processes")
+
+    def make_batch(step: int, micro: int, state: LoopState) -> list[int]:
+        return batch_indices(n_rows, micro_size, cfg.seed, step * cfg.grad_accum + micro)[rank::world]
+
+    return make_batch
+
+
 def pad_batch(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     L = max(len(ids) for ids, _ in seqs)
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
@@ -129,17 +146,10 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
     rows = load_rows(cfg)
     tokenizer = _tokenizer_of(cfg.model)
     encoded = [tokenize_chat(tokenizer, r, cfg.max_len) for r in rows]
-    ps = dist_state()
-    world, rank = ps.num_processes, ps.process_index
-    micro_size = cfg.batch_size // cfg.grad_accum
-    if micro_size * cfg.grad_accum != cfg.batch_size or micro_size % world:
-        raise EvalgymError(f"sft.batch_size {cfg.batch_size} must split evenly into grad_accum {cfg.grad_accum} "
-                           f"micro-batches over {world} processes")
+    rows_of = row_batches(cfg, len(encoded), "sft")
 
     def make_batch(step: int, micro: int, state: LoopState) -> dict[str, torch.Tensor]:
-        idx = batch_indices(len(encoded), micro_size, cfg.seed, step * cfg.grad_accum + micro)
-        mine = idx[rank::world]
-        return pad_batch([encoded[i] for i in mine], tokenizer.pad_token_id)
+        return pad_batch([encoded[i] for i in rows_of(step, micro, state)], tokenizer.pad_token_id)
 
     def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         dev = next(model.parameters()).device
