@@ -67,6 +67,7 @@ def scores(model: Any, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 def train_rm(cfg: RMConfig, *, progress: bool = True) -> dict[str, Any]:
     dist_state()  # the CPU-aware accelerate state comes first
     pairs = load_pairs(cfg)
+    torch.manual_seed(cfg.seed)  # the new scalar head is initialized here: seed it, whatever ran before
     model, tokenizer = load_reward_model(cfg.model, cfg.dtype)
     enc = [(encode_response(tokenizer, p["prompt"], p["chosen"], cfg.max_len),
             encode_response(tokenizer, p["prompt"], p["rejected"], cfg.max_len)) for p in pairs]
