@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evalgym.errors import DataNotFound
+from evalgym.errors import DataNotFound, EvalgymError
 
 ENV_VAR = "EVALGYM_DATA_DIR"
 
@@ -77,3 +77,25 @@ def _load_hub(path: str, name: str | None, split: str) -> tuple[dict[str, Any], 
 
     datasets.disable_progress_bars()
     return tuple(datasets.load_dataset(path, name, split=split).to_list())
+
+
+def jsonl_objects(path: str | Path, field: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line of a JSONL file; a missing file, bad JSON or a
+    non-object is an error naming ``field`` and ``file:line``."""
+    import json
+
+    p = Path(path)
+    if not p.exists():
+        raise EvalgymError(f"{field}: {p} does not exist")
+    out = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise EvalgymError(f"{p}:{n}: not JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise EvalgymError(f"{p}:{n}: expected a JSON object")
+        out.append((n, row))
+    return out

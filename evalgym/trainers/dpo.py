@@ -15,9 +15,7 @@ once before training.
 from __future__ import annotations
 
 import copy
-import json
 import random
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -56,19 +54,15 @@ def _wrong(reference: str, answer: str, rng: random.Random) -> str:
 def load_pairs(cfg: DPOConfig) -> list[dict[str, Any]]:
     pairs: list[dict[str, Any]] = []
     if cfg.data:
-        path = Path(cfg.data)
-        if not path.exists():
-            raise EvalgymError(f"dpo.data: {path} does not exist")
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
+        from evalgym.data import jsonl_objects
+
+        for n, row in jsonl_objects(cfg.data, "dpo.data"):
             try:
-                row = json.loads(line)
                 prompt = row["prompt"]
                 prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
                 pairs.append({"prompt": prompt, "chosen": str(row["chosen"]), "rejected": str(row["rejected"])})
-            except (ValueError, KeyError, TypeError):
-                raise EvalgymError(f"{path}:{n}: expected {{\"prompt\", \"chosen\", \"rejected\"}}") from None
+            except KeyError:
+                raise EvalgymError(f"{cfg.data}:{n}: expected {{\"prompt\", \"chosen\", \"rejected\"}}") from None
     if cfg.envs:
         from evalgym.rollouts import make_env
 

@@ -10,9 +10,7 @@ envs give unlimited rows, seeded by ``env_seed``).
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,19 +55,14 @@ def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int) 
 def load_rows(cfg: SFTConfig) -> list[list[dict[str, str]]]:
     rows: list[list[dict[str, str]]] = []
     if cfg.data:
-        path = Path(cfg.data)
-        if not path.exists():
-            raise EvalgymError(f"sft.data: {path} does not exist")
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                msgs = json.loads(line)["messages"]
-                assert isinstance(msgs, list) and all({"role", "content"} <= set(m) for m in msgs)
-            except (ValueError, KeyError, TypeError, AssertionError):
-                raise EvalgymError(f"{path}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}") from None
+        from evalgym.data import jsonl_objects
+
+        for n, row in jsonl_objects(cfg.data, "sft.data"):
+            msgs = row.get("messages")
+            if not (isinstance(msgs, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs)):
+                raise EvalgymError(f"{cfg.data}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}")
             if not any(m["role"] == "assistant" for m in msgs):
-                raise EvalgymError(f"{path}:{n}: no assistant message to learn from")
+                raise EvalgymError(f"{cfg.data}:{n}: no assistant message to learn from")
             rows.append([{"role": m["role"], "content": m["content"]} for m in msgs])
     from evalgym.rollouts import make_env
 
