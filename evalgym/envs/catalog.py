@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from evalgym.envs import code_data, code_gen, countdown, math_data, procedural
+from evalgym.envs import code_data, code_gen, countdown, ifeval, math_data, procedural
 from evalgym.envs.registry import register, register_verifier
 from evalgym.envs.sources import GeneratedSource
 
@@ -29,6 +29,12 @@ def _code_verifier() -> Any:
     from evalgym.verifiers.code import CodeVerifier
 
     return CodeVerifier(backend=os.environ.get("EVALGYM_SANDBOX", "local"))
+
+
+def _ifeval_verifier() -> Any:
+    from evalgym.verifiers.ifeval import IFEvalVerifier
+
+    return IFEvalVerifier()
 
 
 def _rg_verifier() -> Any:
@@ -55,6 +61,7 @@ def register_all() -> None:
     register_verifier("countdown", _countdown_verifier)
     register_verifier("reasoning-gym", _rg_verifier)
     register_verifier("code", _code_verifier)
+    register_verifier("ifeval", _ifeval_verifier)
 
     register("gsm8k", 0, domain="math", verifier="math", source=math_data.gsm8k_source,
              description="GSM8K grade-school word problems (train 7473 / test 1319)")
@@ -84,6 +91,8 @@ def register_all() -> None:
     register("code-gen", 0, domain="code", verifier="code",
              source=_generated(code_gen.generate, code_data.CODE_INSTRUCTION),
              description="Procedural function-writing tasks: knobs tasks, tests")
+    register("ifeval", 0, domain="instruction-following", verifier="ifeval", source=ifeval.ifeval_source,
+             description="IFEval: 541 prompts with verifiable instructions (lm-eval's checkers)")
     register("reasoning-gym", 0, domain="reasoning-gym", verifier="reasoning-gym", source=_rg_source,
              description="Any reasoning-gym dataset: kwargs dataset, size, seed, config")
     from evalgym.envs.reasoning_gym_env import BUILTIN

@@ -79,13 +79,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_checkpoint(run_dir: str | Path, step: int, *, model: Any, tokenizer: Any, optimizer: Any = None,
                     scheduler: Any = None, data_state: dict[str, Any] | None = None, config: Any = None,
                     parent: str | None = None, run_id: str | None = None, extra_meta: dict[str, Any] | None = None,
-                    keep_last: int | None = None) -> CheckpointRef:
+                    keep_last: int | None = None, state_dict: dict[str, Any] | None = None) -> CheckpointRef:
+    """``state_dict``: the full weights when the model is sharded (FSDP / DeepSpeed ZeRO-3 gather them
+    with ``accelerator.get_state_dict`` on every process); default: the model's own."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     final = run / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=run))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
