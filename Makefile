@@ -20,7 +20,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install system demo test bench bench-rollout clean
+.PHONY: install system demo test bench bench-rollout bench-eval bench-trl clean
 
 install: $(STAMP)
 
@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/evalgym demo
+	$(VENV)/bin/evalgym run
 
 # System packages and services for the sandboxes (bubblewrap; dockerd and the sandbox image).
 # Docker is optional for the suite: without an engine the docker tests skip, loudly.
@@ -59,6 +59,13 @@ bench: $(STAMP) system
 
 bench-rollout: $(STAMP)
 	$(PY) perf/rollout_bench.py
+
+bench-eval: $(STAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(PY) perf/eval_bench.py
+
+# GRPO race, ours vs TRL's GRPOTrainer (same model, prompts, hyperparameters): perf/results/trl_race.*
+bench-trl: $(STAMP)
+	$(PY) perf/trl_race.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -2,7 +2,9 @@
 
 Its own decode loop rather than ``model.generate`` so that it can (a) give every sample its own
 seeded generator (results independent of batching), (b) return the model's raw per-token logprobs,
-and (c) drop finished rows from the batch and the cache as they stop.
+(c) drop finished rows from the batch and the cache as they stop, and (d) prefill each distinct
+prompt once, its cache shared by its ``n`` samples (a GRPO group's prompt is the bulk of the
+prefill).
 
 A trainer can share its model in memory: ``HFPolicy.from_model(model, tokenizer)`` samples with
 the very weights being trained (no copy, no ``load_weights`` needed).
@@ -10,6 +12,7 @@ the very weights being trained (no copy, no ``load_weights`` needed).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -78,6 +81,8 @@ class HFPolicy:
         if threads:
             torch.set_num_threads(int(threads))  # process-wide: torch has one intra-op pool
         self.eos_ids = stop_ids(self.tokenizer, getattr(self.model.generation_config, "eos_token_id", None))
+        # the prefill needs the last position's logits only (the whole [B, L, vocab] is large)
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else next(iter(self.eos_ids), 0))
         self.stats = PolicyStats()
@@ -121,11 +126,14 @@ class HFPolicy:
         if max_pos is not None and L + sp.max_tokens > max_pos:
             raise EvalgymError(f"prompt of {L} tokens + max_tokens {sp.max_tokens} exceeds the model's "
                                f"max_position_embeddings {max_pos}")
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids[b, L - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[b, L - len(p):] = 1
+        # rows with the same prompt (n samples of it) prefill it once; the cache is then expanded
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        ids = torch.full((len(distinct), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), L), dtype=torch.long)
+        for u, p in enumerate(distinct):
+            ids[u, L - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[u, L - len(p):] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator(device="cpu").manual_seed(s) if s is not None else None for s in seeds]
@@ -135,19 +143,23 @@ class HFPolicy:
         active = list(range(B))           # original row of each batch position
         stop_tail = max((len(s) for s in sp.stop), default=0) + 8
 
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()
+        if len(distinct) < B:
+            rows = torch.tensor(source, device=dev)
+            cache.batch_select_indices(rows)
+            logits, mask, pos = logits[rows], mask[rows], pos[rows]
         last_pos = pos[:, -1]
         for _step in range(sp.max_tokens):
             logprobs = torch.log_softmax(logits, dim=-1)
             chosen = self._choose(logits, sp, [gens[r] for r in active])
-            chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
+            chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
             keep = []
-            for k, r in enumerate(active):
-                t = int(chosen[k])
+            for k, (r, t) in enumerate(zip(active, chosen.tolist())):
                 tokens[r].append(t)
-                logps[r].append(float(chosen_lp[k]))
+                logps[r].append(chosen_lp[k])
                 if t in self.eos_ids:
                     finish[r] = "stop"
                 elif sp.stop and any(s in self.tokenizer.decode(tokens[r][-stop_tail:], skip_special_tokens=True)

@@ -41,7 +41,19 @@ class TrainConfig(BaseModel):
 C = TypeVar("C", bound=BaseModel)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` → (key, the value read as YAML; text that is not YAML stays a string)."""
+    if "=" not in item:
+        raise EvalgymError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     cur = data
     for p in parts[:-1]:
@@ -67,14 +79,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise EvalgymError(f"config file {path}: expected a mapping of fields, got {type(loaded).__name__}")
         data = loaded or {}
     for item in overrides:
-        if "=" not in item:
-            raise EvalgymError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(data, key.strip(), value)
+        set_dotted(data, *parse_override(item))
     try:
         return cls.model_validate(data)
     except ValidationError as e:

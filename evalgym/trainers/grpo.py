@@ -4,11 +4,11 @@ Each optimizer step samples ``prompts_per_step`` problems (env chosen by the mix
 ``group_size`` completions each, from the model being trained (``backend: hf`` samples with the
 trainer's own weights in memory; ``vllm`` gets the new weights pushed every step), grades them with
 each env's verifier, turns rewards into group-normalized advantages and takes one clipped policy-
-gradient step. Options (see ``losses.policy_loss``): Dr. GRPO (``scale_advantages: false``,
-``aggregation: constant``), DAPO (``clip_high: 0.28``, ``aggregation: token``,
-``filter_zero_variance: true``, ``overlong_buffer``), GSPO (``ratio_level: sequence``), KL to the
-starting model (``beta``), and truncated importance correction of the engine's logprobs
-(``tis_cap``).
+gradient step (each group's prompt runs once in its forward: ``sequence_logp``). Options (see
+``losses.policy_loss``): Dr. GRPO (``scale_advantages: false``, ``aggregation: constant``), DAPO
+(``clip_high: 0.28``, ``aggregation: token``, ``filter_zero_variance: true``, ``overlong_buffer``),
+GSPO (``ratio_level: sequence``), KL to the starting model (``beta``), and truncated importance
+correction of the engine's logprobs (``tis_cap``).
 
     evalgym train grpo --config grpo.yaml model=runs/sft/step_000600 envs='{arithmetic: 1.0}'
 """
@@ -16,6 +16,7 @@ starting model (``beta``), and truncated importance correction of the engine's l
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 from typing import Any, Literal
 
@@ -119,13 +120,13 @@ def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
             return zero, {**stats, "tokens": 0.0, "clip_fraction": 0.0, "kl": 0.0, "ratio_mean": 1.0}
         dev = next(model.parameters()).device
         ids, attn, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["mask"].to(dev)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        new_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+        # DDP expects one forward per backward: a wrapped model gets the plain forward
+        share = not isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        new_logp = sequence_logp(model, ids, attn, mask, share_prompts=share)
         ref_logp = None
         if cfg.beta:
             with torch.no_grad():
-                ref_logits = holder["ref"](input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-                ref_logp = torch.log_softmax(ref_logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+                ref_logp = sequence_logp(holder["ref"], ids, attn, mask, share_prompts=share)
         behavior = batch["behavior_logp"].to(dev) if cfg.tis_cap else None
         loss, m = policy_loss(new_logp, new_logp.detach(), batch["advantages"].to(dev), mask,
                               clip_low=cfg.clip_low, clip_high=cfg.clip_high, ratio_level=cfg.ratio_level,
@@ -140,6 +141,60 @@ def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
     finally:
         if "engine" in holder:
             holder["engine"].close()
+
+
+def sequence_logp(model: Any, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *,
+                  share_prompts: bool = True) -> torch.Tensor:
+    """Log-probabilities ``[B, L-1]`` of a :func:`build_batch` batch (position t scores token t+1), as
+    one plain forward over ``ids`` gives them; zero outside ``mask`` (the completion tokens).
+
+    With ``share_prompts``, consecutive rows with the same prompt (a group's G samples) run that
+    prompt once: its KV cache is computed once and expanded to the group's rows, gradients flowing
+    back through the expansion, and logits are taken at completion positions only. A group then
+    costs one prompt and G completions instead of G prompts + completions; equal to the plain
+    forward up to float rounding (tests/trainers/test_grpo.py)."""
+    B, L = ids.shape
+    prompt_lens = (mask.argmax(dim=1) + 1).tolist()      # every row has >= 1 completion token
+    comp_lens = mask.sum(dim=1).long().tolist()
+    firsts: list[int] = []                               # the first row of each distinct prompt
+    group = []
+    for b in range(B):
+        f = firsts[-1] if firsts else None
+        same = f is not None and prompt_lens[f] == prompt_lens[b] and torch.equal(ids[f, :prompt_lens[b]],
+                                                                                   ids[b, :prompt_lens[b]])
+        if not same:
+            firsts.append(b)
+        group.append(len(firsts) - 1)
+    if not share_prompts or len(firsts) == B:
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0] * mask
+    dev = ids.device
+    Lp, Lc = max(prompt_lens[f] for f in firsts), max(comp_lens)
+    p_ids = torch.zeros((len(firsts), Lp), dtype=ids.dtype, device=dev)   # padding: any id, masked out
+    p_attn = torch.zeros((len(firsts), Lp), dtype=attn.dtype, device=dev)
+    for g, f in enumerate(firsts):  # prompts left-padded: each ends at Lp - 1, where completions begin
+        p_ids[g, Lp - prompt_lens[f]:] = ids[f, :prompt_lens[f]]
+        p_attn[g, Lp - prompt_lens[f]:] = 1
+    c_ids = torch.zeros((B, Lc), dtype=ids.dtype, device=dev)
+    c_mask = torch.zeros((B, Lc), dtype=torch.bool, device=dev)
+    for b in range(B):
+        c_ids[b, :comp_lens[b]] = ids[b, prompt_lens[b]:prompt_lens[b] + comp_lens[b]]
+        c_mask[b, :comp_lens[b]] = True
+    # the prompts' logits are needed at their last position only
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=(p_attn.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, **last_only)
+    rows = torch.tensor(group, device=dev)
+    cache = out.past_key_values
+    cache.batch_select_indices(rows)                     # [groups] -> [B] rows; differentiable indexing
+    positions = torch.tensor(prompt_lens, device=dev)[:, None] + torch.arange(Lc, device=dev)[None, :]
+    c_out = model(input_ids=c_ids, attention_mask=torch.cat([p_attn[rows], c_mask.to(attn.dtype)], dim=1),
+                  position_ids=positions, past_key_values=cache, use_cache=True)
+    # completion token j is scored at the position before it: the prompt's last for j = 0
+    logits = torch.cat([out.logits[rows, -1:], c_out.logits[:, :-1]], dim=1).float()
+    logp = torch.log_softmax(logits, -1).gather(-1, c_ids[..., None])[..., 0]
+    # rows' completion tokens in order, into their positions of the [B, L-1] layout
+    return torch.zeros((B, L - 1), dtype=logp.dtype, device=dev).masked_scatter(mask.bool(), logp[c_mask])
 
 
 def build_batch(cfg: GRPOConfig, result: Any, pad_id: int, rewards: torch.Tensor | None = None) -> dict[str, Any]:

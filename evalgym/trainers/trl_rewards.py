@@ -2,6 +2,7 @@
 
     from trl import GRPOTrainer
     dataset = trl_dataset("arithmetic", num=1000, seed=0)           # columns: prompt, env_id, problem_index
+    # or the exact problems, in order: trl_dataset("arithmetic", indices=[3, 14, 15])
     trainer = GRPOTrainer(model=..., reward_funcs=[trl_reward("arithmetic")], train_dataset=dataset)
 
 The reward function has TRL's signature ``f(prompts, completions, **columns) -> list[float]``:
@@ -12,19 +13,29 @@ grades our own training and evaluation grades TRL's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from evalgym.errors import EvalgymError
 
 
-def trl_dataset(env_id: str, *, num: int, seed: int = 0, **env_kwargs: Any):
+def trl_dataset(env_id: str, *, num: int | None = None, seed: int = 0, indices: Sequence[int] | None = None,
+                **env_kwargs: Any):
+    """``num`` problems picked by ``seed``, or exactly the given ``indices`` in their order (repeats
+    allowed: e.g. the problems another trainer saw, step by step)."""
     from datasets import Dataset
 
     from evalgym.rollouts import make_env, pick_indices
 
     env = make_env(env_id, **env_kwargs)
+    if (num is None) == (indices is None):
+        raise EvalgymError("trl_dataset: give num or indices (one of them)")
+    if indices is not None:
+        bad = [i for i in indices if not 0 <= int(i) < env.source.size]
+        if bad:
+            raise EvalgymError(f"trl_dataset: indices {bad[:5]} out of range for {env_id} (size {env.source.size})")
     rows = []
-    for i in pick_indices(env.source.size, num, seed):
+    for i in (pick_indices(env.source.size, num, seed) if indices is None else [int(i) for i in indices]):
         p = env.source.problem(i)
         rows.append({"prompt": [m.as_dict() for m in p.messages], "env_id": p.env_id, "problem_index": i})
     return Dataset.from_list(rows)

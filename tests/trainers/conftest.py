@@ -29,3 +29,10 @@ def sft_arithmetic(tmp_path_factory, tiny_path):
     result = train_sft(cfg, progress=False)
     after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]))
     return {"checkpoint": result["checkpoint"].path, "before": before, "after": after}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that may build the shared SFT fixture (minutes on a busy 2-core box) get a longer timeout."""
+    for item in items:
+        if "sft_arithmetic" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(1800))

@@ -67,6 +67,7 @@ def weak_student(tmp_path_factory, tiny_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)   # may build the shared SFT fixture first
 def test_on_policy_distillation_pulls_the_student_to_its_teacher(sft_arithmetic, weak_student, tmp_path):
     from evalgym.policies.hf import HFPolicy
 
@@ -89,6 +90,7 @@ def test_on_policy_distillation_pulls_the_student_to_its_teacher(sft_arithmetic,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_off_policy_distillation_learns_the_teachers_samples(sft_arithmetic, weak_student, tmp_path):
     from evalgym.policies.hf import HFPolicy
 

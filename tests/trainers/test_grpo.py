@@ -9,7 +9,7 @@ import torch
 
 from evalgym.errors import EvalgymError
 from evalgym.trainers.config import load_config
-from evalgym.trainers.grpo import GRPOConfig, build_batch, pick_problems, train_grpo
+from evalgym.trainers.grpo import GRPOConfig, build_batch, pick_problems, sequence_logp, train_grpo
 from tests.trainers.conftest import held_out_accuracy
 
 
@@ -47,6 +47,37 @@ def test_batch_from_real_rollouts(tiny_policy):
     filtered = build_batch(GRPOConfig(group_size=4, filter_zero_variance=True), result, 0)
     kept = sum(not g.zero_variance for g in result.groups)
     assert (filtered["input_ids"] is None) == (kept == 0)
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_a_plain_forward(tiny_policy, tiny_path):
+    """The loss runs each group's prompt once (KV cache expanded to its rows): same numbers as a plain
+    forward over every (prompt + completion) row, gradients included."""
+    from transformers import AutoModelForCausalLM
+
+    from evalgym.policies.base import SamplingParams
+    from evalgym.rollouts import collect_many, make_env
+
+    arithmetic, countdown = make_env("arithmetic"), make_env("countdown-gen")
+    result = collect_many(tiny_policy, [(arithmetic, 0), (countdown, 0), (arithmetic, 1)], n=4,
+                          sampling=SamplingParams(max_tokens=12), seed=1)
+    batch = build_batch(GRPOConfig(group_size=4, max_tokens=12), result, tiny_policy.tokenizer.pad_token_id)
+    ids, attn, mask = batch["input_ids"], batch["attention_mask"], batch["mask"]
+    prompt_lens = {len(t.final.completion.prompt_token_ids) for t in result.trajectories}
+    assert len(prompt_lens) > 1   # prompts of different lengths: the shared path's left padding is exercised
+    model = AutoModelForCausalLM.from_pretrained(tiny_path).train()
+    weights = torch.linspace(-1, 1, ids.shape[0])[:, None]
+    out = {}
+    for share in (False, True):
+        model.zero_grad()
+        logp = sequence_logp(model, ids, attn, mask, share_prompts=share)
+        (logp * weights).sum().backward()
+        out[share] = (logp.detach(), [p.grad.clone() for p in model.parameters()])
+    (plain, plain_grads), (shared, shared_grads) = out[False], out[True]
+    assert torch.allclose(plain, shared, atol=1e-5) and (shared * (1 - mask)).abs().sum() == 0
+    assert torch.allclose(shared, batch["behavior_logp"], atol=1e-4)   # the sampler's own logprobs
+    for a, b in zip(plain_grads, shared_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * float(a.abs().max()))
+    assert any(float(g.abs().sum()) > 0 for g in shared_grads)
 
 
 def test_grpo_variants_run_and_log_health_metrics(tmp_path, tiny_path):
