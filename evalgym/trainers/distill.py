@@ -33,10 +33,10 @@ from evalgym.errors import EvalgymError
 from evalgym.policies.base import SamplingParams
 from evalgym.teachers import Router, build_router, check_compatible
 from evalgym.trainers.config import TrainConfig
-from evalgym.trainers.grpo import pick_problems
+from evalgym.trainers.grpo import mixture_setup, pick_problems
 from evalgym.trainers.losses import (distill_advantages, group_advantages, masked_mean, policy_loss,
                                      ratio_band_mask, sft_loss)
-from evalgym.trainers.loop import LoopState, dist_state, run
+from evalgym.trainers.loop import LoopState, run
 
 
 class DistillConfig(TrainConfig):
@@ -114,7 +114,7 @@ def probe_teacher_scores(cfg: DistillConfig, router: Router, envs: dict[str, Any
 def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any]:
     from evalgym.envs.registry import resolve_id
     from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect_many, make_env
+    from evalgym.rollouts import collect_many
     from evalgym.trainers.sft import _tokenizer_of
 
     lo, hi = cfg.ratio_band
@@ -122,17 +122,7 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
         raise EvalgymError(f"distill.ratio_band must satisfy 0 < low <= 1 <= high, got {cfg.ratio_band}")
     if not cfg.teachers and not cfg.default_teacher:
         raise EvalgymError("distill.teachers: name at least one teacher ({domain or env: model})")
-    envs = {}
-    for name in cfg.envs:
-        try:
-            envs[name] = make_env(name, **dict(cfg.env_kwargs.get(name, {})))
-        except TypeError as e:
-            raise EvalgymError(f"distill.env_kwargs.{name}: {e}") from None
-    sizes = {n: e.source.size for n, e in envs.items()}
-    ps = dist_state()
-    world, rank = ps.num_processes, ps.process_index
-    if cfg.prompts_per_step % world:
-        raise EvalgymError(f"distill.prompts_per_step {cfg.prompts_per_step} must be divisible by {world} processes")
+    envs, sizes, world, rank = mixture_setup(cfg, "distill")
 
     router = build_router(cfg.teachers, unrouted=cfg.unrouted, default_teacher=cfg.default_teacher,
                           backend=cfg.teacher_backend, backend_kwargs=cfg.teacher_kwargs)

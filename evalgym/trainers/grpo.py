@@ -64,23 +64,30 @@ def pick_problems(cfg: GRPOConfig, sizes: dict[str, int], step: int) -> list[tup
     return [(name, rng.randrange(sizes[name])) for name in chosen]
 
 
-def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
-    from evalgym.envs.registry import resolve_id
-    from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect_many, make_env
+def mixture_setup(cfg: Any, section: str) -> tuple[dict[str, Any], dict[str, int], int, int]:
+    """The envs of a mixture trainer's ``envs``/``env_kwargs`` (a bad kwarg names the field), their
+    sizes, and this process's (world size, rank), checking ``prompts_per_step`` splits evenly."""
+    from evalgym.rollouts import make_env
 
     envs = {}
     for name in cfg.envs:
-        kwargs = dict(cfg.env_kwargs.get(name, {}))
         try:
-            envs[name] = make_env(name, **kwargs)
+            envs[name] = make_env(name, **dict(cfg.env_kwargs.get(name, {})))
         except TypeError as e:
-            raise EvalgymError(f"grpo.env_kwargs.{name}: {e}") from None
-    sizes = {n: e.source.size for n, e in envs.items()}
+            raise EvalgymError(f"{section}.env_kwargs.{name}: {e}") from None
     ps = dist_state()
     world, rank = ps.num_processes, ps.process_index
     if cfg.prompts_per_step % world:
-        raise EvalgymError(f"grpo.prompts_per_step {cfg.prompts_per_step} must be divisible by {world} processes")
+        raise EvalgymError(f"{section}.prompts_per_step {cfg.prompts_per_step} must be divisible by {world} processes")
+    return envs, {n: e.source.size for n, e in envs.items()}, world, rank
+
+
+def train_grpo(cfg: GRPOConfig, *, progress: bool = True) -> dict[str, Any]:
+    from evalgym.envs.registry import resolve_id
+    from evalgym.policies.hf import HFPolicy
+    from evalgym.rollouts import collect_many
+
+    envs, sizes, world, rank = mixture_setup(cfg, "grpo")
     sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     holder: dict[str, Any] = {}
 
