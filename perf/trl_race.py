@@ -17,8 +17,12 @@ completion tokens/s (completion tokens / wall time of steps 2..N), training rewa
 accuracy on the same held-out problems before and after. With ``--repeats 2`` the second repeat runs
 the trainers in the other order (and the next seed), so drift in machine load falls on both.
 
-    python perf/trl_race.py                      # make bench-trl; ~15 min on 2 cores (SFT cached after)
-    python perf/trl_race.py --steps 5 --held-out 64 --repeats 1    # a quick look
+    python perf/trl_race.py                      # make bench-trl: ~10 min on 2 cores, + the SFT once
+    python perf/trl_race.py --steps 5 --held-out 64 --repeats 1 --trl-defaults-steps 0   # a quick look
+    python perf/trl_race.py --threads 2 --steps 12 --trl-defaults-steps 0 --out perf/results/trl_race_2threads
+
+A last run of TRL with its own defaults (bf16 autocast, gradient checkpointing; the race runs both
+trainers in float32 without checkpointing) shows what those two settings cost it here.
 
 Results: perf/results/trl_race.json and trl_race.md.
 """
@@ -255,8 +259,9 @@ def main() -> None:
     ap.add_argument("--trl-defaults-steps", type=int, default=8,
                     help="then TRL with its own bf16 / gradient-checkpointing defaults for this many steps (0: skip)")
     ap.add_argument("--sft-steps", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads for everything here (default: torch's own, all cores)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads for both trainers (0: torch's default). 1 by default: on a shared "
+                         "2-core machine two OpenMP threads per process made every step 2-8x slower and far noisier")
     ap.add_argument("--work", default="runs/trl_race", help="SFT checkpoint cache and run folders")
     ap.add_argument("--out", default=str(RESULTS / "trl_race"))
     a = ap.parse_args()
