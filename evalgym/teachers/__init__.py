@@ -197,3 +197,30 @@ def build_router(teachers: Mapping[str, str], *, unrouted: Unrouted = "error", d
     routes = {k: get(v) for k, v in teachers.items()}
     default = get(default_teacher) if default_teacher else None
     return Router(routes, unrouted=unrouted, default=default)
+
+
+def divergence(student: Any, teacher: Any, items: Sequence[tuple[Any, int]], *, n: int = 2,
+               max_tokens: int = 32, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """Sampled estimates of KL(π_s ‖ π_t) and KL(π_t ‖ π_s) per token on ``items`` ((env, index)
+    pairs, e.g. held-out problems): each side samples ``n`` completions (at ``temperature``; 1 gives
+    the textbook estimate) and both models score the same token ids with their raw logprobs.
+
+    ``reverse_kl`` is what on-policy distillation minimises; ``forward_kl`` (the student's excess
+    negative log-likelihood of the teacher's own samples) is what SFT on teacher samples minimises.
+    Completions are cut at ``max_tokens``, so both are per-token means over those prefixes."""
+    from evalgym.policies.base import SamplingParams
+    from evalgym.rollouts import collect_many
+
+    sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens)
+    out: dict[str, float] = {}
+    for key, sampler, sign in (("reverse_kl", student, 1.0), ("forward_kl", teacher, -1.0)):
+        res = collect_many(sampler, list(items), n=n, sampling=sampling, seed=seed)
+        reqs = [(list(t.final.completion.prompt_token_ids), list(t.final.completion.token_ids))
+                for g in res.groups for t in g.trajectories if t.final.completion.token_ids]
+        if not reqs:
+            raise EvalgymError(f"divergence: the {key.split('_')[0]} side sampled no tokens")
+        s_lp, t_lp = student.score_batch(reqs), teacher.score_batch(reqs)
+        total = sum(sign * (a - b) for ss, tt in zip(s_lp, t_lp) for a, b in zip(ss, tt))
+        out[key] = total / sum(len(c) for _, c in reqs)
+        out[f"{key}_tokens"] = float(sum(len(c) for _, c in reqs))
+    return out

@@ -129,10 +129,46 @@ def pad_batch(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
 
 
+def length_chunks(seqs: list[tuple[list[int], list[int]]], min_rows: int = 8,
+                  max_waste: float = 0.25) -> list[list[tuple[list[int], list[int]]]]:
+    """Rows sorted by length and cut into chunks of at least ``min_rows`` wherever padding the whole
+    batch to its longest row would waste more than ``max_waste`` of its positions (e.g. 90-token
+    arithmetic rows next to 225-token countdown rows); otherwise one chunk."""
+    rows = sorted(seqs, key=lambda r: len(r[0]))
+    longest = len(rows[-1][0]) if rows else 0
+    if not rows or sum(len(r[0]) for r in rows) >= (1 - max_waste) * longest * len(rows):
+        return [rows]
+    chunks, start = [], 0
+    while start < len(rows):
+        end = min(len(rows), start + min_rows)
+        if len(rows) - end < min_rows:
+            end = len(rows)
+        chunks.append(rows[start:end])
+        start = end
+    return chunks
+
+
 def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """log p(token_t | tokens_<t) for t >= 1, shape [B, L-1]."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+
+
+def batch_sft_loss(model: Any, seqs: list[tuple[list[int], list[int]]], pad_id: int,
+                   chunked: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """The batch's token-mean NLL over its assistant tokens. ``chunked``: summed over
+    ``length_chunks`` (the same value and gradient as one padded forward, without computing the short
+    rows' padding)."""
+    chunks = [pad_batch(c, pad_id) for c in (length_chunks(seqs) if chunked else [seqs])]
+    dev = next(model.parameters()).device
+    total = sum(float(c["loss_mask"][:, 1:].sum()) for c in chunks)
+    loss = torch.zeros((), device=dev)
+    for chunk in chunks:
+        chunk = {k: v.to(dev) for k, v in chunk.items()}
+        logp = token_logprobs(model, chunk["input_ids"], chunk["attention_mask"])
+        mask = chunk["loss_mask"][:, 1:]
+        loss = loss + sft_loss(logp, mask) * (float(mask.sum()) / max(total, 1.0))
+    return loss, {"tokens": total}
 
 
 def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -141,16 +177,13 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
     encoded = [tokenize_chat(tokenizer, r, cfg.max_len) for r in rows]
     rows_of = row_batches(cfg, len(encoded), "sft")
 
-    def make_batch(step: int, micro: int, state: LoopState) -> dict[str, torch.Tensor]:
-        return pad_batch([encoded[i] for i in rows_of(step, micro, state)], tokenizer.pad_token_id)
+    def make_batch(step: int, micro: int, state: LoopState) -> list[tuple[list[int], list[int]]]:
+        return [encoded[i] for i in rows_of(step, micro, state)]
 
-    def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        dev = next(model.parameters()).device
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
-        mask = batch["loss_mask"][:, 1:]
-        loss = sft_loss(logp, mask)
-        return loss, {"tokens": float(mask.sum())}
+    def loss_fn(model: Any, seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, dict[str, float]]:
+        # DDP expects one forward per backward: a wrapped model gets one padded forward
+        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        return batch_sft_loss(model, seqs, tokenizer.pad_token_id, chunked=not ddp)
 
     return run(cfg, make_batch=make_batch, loss_fn=loss_fn, tokenizer=tokenizer,
                extra_meta={"trainer": "sft", "rows": len(rows)}, progress=progress)

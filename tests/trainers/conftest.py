@@ -1,5 +1,6 @@
-"""An SFT checkpoint of the tiny model on arithmetic, trained once and shared by the learning tests
-(SFT learns the task; GRPO then lifts it)."""
+"""An SFT checkpoint of the tiny model on arithmetic and a GRPO checkpoint from it, trained once and
+shared by the learning tests (SFT learns the task; GRPO then lifts it; distillation pulls the SFT
+checkpoint toward the GRPO one)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,26 @@ def sft_arithmetic(tmp_path_factory, tiny_path):
     return {"checkpoint": result["checkpoint"].path, "before": before, "after": after}
 
 
+@pytest.fixture(scope="session")
+def grpo_arithmetic(tmp_path_factory, sft_arithmetic):
+    """GRPO from the shared SFT checkpoint (40 steps): the GRPO learning test asserts its lift, and the
+    distillation tests use it as the teacher of that SFT checkpoint (an RL expert of the same start,
+    as in MOPD)."""
+    from evalgym.policies.hf import HFPolicy
+    from evalgym.trainers.grpo import GRPOConfig, train_grpo
+
+    run_dir = tmp_path_factory.mktemp("grpo-arithmetic") / "run"
+    cfg = GRPOConfig(model=sft_arithmetic["checkpoint"], envs={"arithmetic": 1.0},
+                     env_kwargs={"arithmetic": {"ops": "+-"}}, steps=40, lr=5e-4, max_tokens=32,
+                     prompts_per_step=16, group_size=8, save_every=40, run_dir=str(run_dir))
+    result = train_grpo(cfg, progress=False)
+    after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]))
+    return {"checkpoint": result["checkpoint"].path, "after": after}
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that may build the shared SFT fixture (minutes on a busy 2-core box) get a longer timeout."""
+    """Tests that may build the shared SFT / GRPO fixtures (minutes on a busy 2-core box) get a longer timeout."""
     for item in items:
-        if "sft_arithmetic" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"sft_arithmetic", "grpo_arithmetic"} and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(1800))

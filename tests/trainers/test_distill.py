@@ -9,7 +9,7 @@ import pytest
 
 from evalgym.errors import EvalgymError
 from evalgym.trainers.distill import DistillConfig, train_distill
-from tests.trainers.conftest import held_out_accuracy
+from tests.trainers.conftest import HELD_OUT, held_out_accuracy
 
 
 def _metrics(run_dir):
@@ -54,54 +54,59 @@ def test_bad_ratio_band_and_missing_teachers_are_named(tiny_path, tmp_path):
         train_distill(DistillConfig(model=tiny_path, run_dir=str(tmp_path / "t")), progress=False)
 
 
-@pytest.fixture(scope="module")
-def weak_student(tmp_path_factory, tiny_path):
-    """A short SFT of the tiny model: it has the answer format but is far from the teacher."""
-    from evalgym.trainers.sft import SFTConfig, train_sft
+def _held_out_divergence(student, teacher, seed=0):
+    """Reverse and forward KL between a student and its teacher on 48 held-out problems (×2 samples)."""
+    from evalgym.rollouts import make_env
+    from evalgym.teachers import divergence
 
-    run = tmp_path_factory.mktemp("weak") / "run"
-    train_sft(SFTConfig(model=tiny_path, envs=["arithmetic"], env_kwargs={"arithmetic": {"ops": "+-"}},
-                        env_rows=2000, batch_size=32, lr=3e-3, warmup_steps=10, steps=120, save_every=120,
-                        seed=1, run_dir=str(run)), progress=False)
-    return str(run / "step_000120")
+    env = make_env("arithmetic", **HELD_OUT)
+    return divergence(student, teacher, [(env, i) for i in range(48)], n=2, max_tokens=32, seed=seed)
 
+
+# The student is the shared SFT checkpoint and its teacher the GRPO run from it (0.48 -> 0.65 held-out):
+# an RL expert of the student's own start, as in MOPD. (A teacher far beyond the student, e.g. SFT 600
+# steps for a student of SFT 120, is not pulled closer in 24 steps: the gap is arithmetic it has not
+# learned, and at lr 1e-3 the student is pushed away, 1.39 -> 2.64 nats/token; measured.)
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)   # may build the shared SFT fixture first
-def test_on_policy_distillation_pulls_the_student_to_its_teacher(sft_arithmetic, weak_student, tmp_path):
+def test_on_policy_distillation_pulls_the_student_to_its_teacher(sft_arithmetic, grpo_arithmetic, tmp_path):
     from evalgym.policies.hf import HFPolicy
 
-    teacher = sft_arithmetic["checkpoint"]
-    before = held_out_accuracy(HFPolicy(weak_student, device="cpu"), num=64)
-    cfg = DistillConfig(model=weak_student, teachers={"math": teacher}, envs={"arithmetic": 1.0},
-                        env_kwargs={"arithmetic": {"ops": "+-"}}, steps=24, lr=1e-3, prompts_per_step=8,
+    student, teacher = sft_arithmetic["checkpoint"], grpo_arithmetic["checkpoint"]
+    teacher_policy = HFPolicy(teacher, device="cpu")
+    before = _held_out_divergence(HFPolicy(student, device="cpu"), teacher_policy)
+    cfg = DistillConfig(model=student, teachers={"math": teacher}, envs={"arithmetic": 1.0},
+                        env_kwargs={"arithmetic": {"ops": "+-"}}, steps=24, lr=3e-4, prompts_per_step=8,
                         group_size=4, max_tokens=32, probe_prompts=16, save_every=24, run_dir=str(tmp_path / "opd"))
     result = train_distill(cfg, progress=False)
-    after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), num=64)
+    trained = HFPolicy.from_model(result["model"].eval(), result["tokenizer"])
+    after = _held_out_divergence(trained, teacher_policy)
+    accuracy = held_out_accuracy(trained)
     rows = _metrics(tmp_path / "opd")
     first, last = rows[0], rows[-1]
     for key in ("reverse_kl/math", "score_gap/math", "masked_frac/math", "reward/math", "kl", "tokens_per_s"):
         assert key in last, key
-    early = sum(r["kl"] for r in rows[:4]) / 4
-    late = sum(r["kl"] for r in rows[-4:]) / 4
-    assert late < 0.8 * early, (early, late)   # measured 1.95 -> 1.33 (0.68x) on a loaded box
-    assert after >= before, (before, after)
+    # on problems it never trained on, the student's samples are likelier under the teacher:
+    # measured 0.061 -> 0.021 nats/token (0.35x), held-out accuracy 0.48 -> 0.53
+    assert after["reverse_kl"] < 0.6 * before["reverse_kl"], (before, after)
+    assert accuracy > sft_arithmetic["after"] - 0.1, (sft_arithmetic["after"], accuracy)
     assert first["masked_frac"] < 0.01   # hf samples with the trainer's own weights: ratios ≈ 1
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_off_policy_distillation_learns_the_teachers_samples(sft_arithmetic, weak_student, tmp_path):
+def test_off_policy_distillation_learns_the_teachers_samples(sft_arithmetic, grpo_arithmetic, tmp_path):
     from evalgym.policies.hf import HFPolicy
 
-    before = held_out_accuracy(HFPolicy(weak_student, device="cpu"), num=64)
-    cfg = DistillConfig(model=weak_student, teachers={"math": sft_arithmetic["checkpoint"]},
-                        envs={"arithmetic": 1.0}, env_kwargs={"arithmetic": {"ops": "+-"}}, mode="off_policy",
-                        steps=24, lr=1e-3, prompts_per_step=8, group_size=4, max_tokens=32, save_every=24,
-                        run_dir=str(tmp_path / "off"))
+    student, teacher = sft_arithmetic["checkpoint"], grpo_arithmetic["checkpoint"]
+    teacher_policy = HFPolicy(teacher, device="cpu")
+    before = _held_out_divergence(HFPolicy(student, device="cpu"), teacher_policy)
+    cfg = DistillConfig(model=student, teachers={"math": teacher}, envs={"arithmetic": 1.0},
+                        env_kwargs={"arithmetic": {"ops": "+-"}}, mode="off_policy", steps=24, lr=3e-4,
+                        prompts_per_step=8, group_size=4, max_tokens=32, save_every=24, run_dir=str(tmp_path / "off"))
     result = train_distill(cfg, progress=False)
-    after = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), num=64)
+    after = _held_out_divergence(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]), teacher_policy)
     rows = _metrics(tmp_path / "off")
     assert "teacher_reward/math" in rows[0]
-    assert sum(r["loss"] for r in rows[-4:]) < sum(r["loss"] for r in rows[:4])
-    assert after >= before, (before, after)
+    # SFT on teacher samples: held-out teacher samples are likelier under the student:
+    # measured 0.030 -> 0.013 nats/token (0.43x), held-out accuracy 0.48 -> 0.58
+    assert after["forward_kl"] < 0.8 * before["forward_kl"], (before, after)

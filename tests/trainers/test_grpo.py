@@ -10,7 +10,6 @@ import torch
 from evalgym.errors import EvalgymError
 from evalgym.trainers.config import load_config
 from evalgym.trainers.grpo import GRPOConfig, build_batch, pick_problems, sequence_logp, train_grpo
-from tests.trainers.conftest import held_out_accuracy
 
 
 def test_problem_choice_follows_the_mixture_and_the_step():
@@ -97,14 +96,7 @@ def test_grpo_variants_run_and_log_health_metrics(tmp_path, tiny_path):
 
 
 @pytest.mark.slow
-def test_grpo_lifts_an_sft_checkpoint(sft_arithmetic, tmp_path):
-    from evalgym.policies.hf import HFPolicy
-
-    start = held_out_accuracy(HFPolicy(sft_arithmetic["checkpoint"], device="cpu"))
-    cfg = GRPOConfig(model=sft_arithmetic["checkpoint"], envs={"arithmetic": 1.0},
-                     env_kwargs={"arithmetic": {"ops": "+-"}}, steps=40, lr=5e-4, max_tokens=32,
-                     prompts_per_step=16, group_size=8, save_every=40, run_dir=str(tmp_path / "grpo"))
-    result = train_grpo(cfg, progress=False)
-    end = held_out_accuracy(HFPolicy.from_model(result["model"].eval(), result["tokenizer"]))
+def test_grpo_lifts_an_sft_checkpoint(sft_arithmetic, grpo_arithmetic):
+    start, end = sft_arithmetic["after"], grpo_arithmetic["after"]
     # measured: 0.48 -> 0.68 (40 steps, ~2 min on 2 cores)
     assert end >= start + 0.1, (start, end)

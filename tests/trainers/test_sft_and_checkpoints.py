@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from evalgym.errors import EvalgymError
 from evalgym.trainers.checkpoint import latest_checkpoint, step_dirs, subscribe
 from evalgym.trainers.config import load_config
-from evalgym.trainers.sft import SFTConfig, batch_indices, tokenize_chat, train_sft
+from evalgym.trainers.sft import SFTConfig, batch_indices, batch_sft_loss, length_chunks, tokenize_chat, train_sft
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -49,6 +49,36 @@ def test_batches_are_a_pure_function_of_the_step():
     flat = [i for b in a for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # epochs
     assert batch_indices(10, 4, seed=1, step=0) != a[0]
+
+
+def test_length_chunks_give_the_padded_batchs_loss_and_gradient(tiny_policy):
+    from evalgym.rollouts import make_env
+
+    tok, model = tiny_policy.tokenizer, tiny_policy.model
+    rows = []
+    for name, kw in (("arithmetic", {"ops": "+-"}), ("countdown-gen", {"count": 2, "max_number": 9})):
+        env = make_env(name, **kw)
+        for i in range(12):
+            p = env.source.problem(i)
+            msgs = [m.as_dict() for m in p.messages] + [{"role": "assistant", "content": p.reference}]
+            rows.append(tokenize_chat(tok, msgs, 512))
+    chunks = length_chunks(rows)   # 12 short + 12 long rows -> 3 chunks of 8, sorted by length
+    assert [len(c) for c in chunks] == [8, 8, 8]
+    assert sorted(len(r[0]) for c in chunks for r in c) == sorted(len(r[0]) for r in rows)
+    assert max(len(r[0]) for r in chunks[0]) < 0.6 * max(len(r[0]) for r in chunks[-1])   # short rows together
+    assert length_chunks(rows[:12]) == [sorted(rows[:12], key=lambda r: len(r[0]))]  # similar lengths: one chunk
+
+    def grads(chunked):
+        model.zero_grad()
+        loss, _ = batch_sft_loss(model, rows, tok.pad_token_id, chunked=chunked)
+        loss.backward()
+        return float(loss.detach()), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    one_loss, one_grad = grads(False)
+    chunk_loss, chunk_grad = grads(True)
+    model.zero_grad()
+    assert chunk_loss == pytest.approx(one_loss, rel=1e-5)
+    assert torch.allclose(chunk_grad, one_grad, rtol=1e-4, atol=1e-6)
 
 
 def _cfg(tmp_path, **kw):
