@@ -148,12 +148,12 @@ def test_cli_recipes_list_show_and_errors(capsys, tmp_path):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == BUILT_IN
     mopd = next(r for r in rows if r["name"] == "mopd-2026")
-    assert mopd["stages"] == ["sft", "expert-math", "expert-countdown", "expert-code", "student"]
+    assert mopd["stages"] == ["sft", "expert-math", "expert-countdown", "student"]
     assert main(["recipes", "show", "mopd-2026", "--out", str(tmp_path), "scale=0.1"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     student = shown["stages"][-1]
     assert student["trainer"] == "distill" and student["from"] == "sft"
-    assert student["config"]["teachers"]["math"] == str(tmp_path.resolve() / "mopd-2026" / "expert-math" / "step_000003")
+    assert student["config"]["teachers"]["math"] == str(tmp_path.resolve() / "mopd-2026" / "expert-math" / "step_000004")
     assert main(["run", write(tmp_path, GOOD.replace("trainer: grpo", "trainer: ppo")), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "evalgym: error: recipe mini" in err and "stages[2].trainer: unknown trainer 'ppo'" in err
