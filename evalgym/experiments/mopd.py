@@ -178,7 +178,8 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
                 k = max(1, min(4, len(vals) // 4))
                 kl[d] = [sum(vals[:k]) / k, sum(vals[-k:]) / k]
     result = {
-        "config": asdict(exp), "mopd_reverse_kl_first_last": kl, "domains": doms, "scores": table, "expert_in_domain": expert_in_domain,
+        "config": asdict(exp), "domains": doms, "scores": table, "expert_in_domain": expert_in_domain,
+        "mopd_reverse_kl_first_last": kl,
         "fraction_of_expert": ratio, "curves": curves, "samples_per_step": per_step,
         "mixed_rl_final_mean": target,
         "samples_to_mixed_rl_final": {n: samples_to(n) for n in students},
