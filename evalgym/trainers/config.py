@@ -9,7 +9,7 @@ Overrides take dotted keys (``sampling.temperature=0.7``) and YAML values (``env
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,6 +29,7 @@ class TrainConfig(BaseModel):
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"   # after warmup; cosine decays to 0 at `steps`
     batch_size: int = 8                 # sequences per optimizer step (all processes together)
     grad_accum: int = 1
     max_grad_norm: float = 1.0

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,18 @@ def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def lr_factor(cfg: TrainConfig, s: int) -> float:
+    """The learning rate's multiplier at optimizer step ``s`` (0-based): linear warmup over
+    ``warmup_steps``, then constant or a cosine decay reaching 0 at ``steps``."""
+    warm = max(cfg.warmup_steps, 0)
+    if warm and s < warm:
+        return (s + 1) / warm
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - warm) / span)))
+    return 1.0
+
+
 def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
         loss_fn: Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]],
         model: Any = None, tokenizer: Any = None, on_step: Callable[[int, Any, dict], None] | None = None,
@@ -84,8 +97,7 @@ def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
         tokenizer = tokenizer or loaded_tok
     set_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(cfg.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg))
     if resume is not None:
         saved = load_trainer_state(resume)
         optimizer.load_state_dict(saved["optimizer"])

@@ -134,10 +134,10 @@ def length_chunks(seqs: list[tuple[list[int], list[int]]], min_rows: int = 8,
     """Rows sorted by length and cut into chunks of at least ``min_rows`` wherever padding the whole
     batch to its longest row would waste more than ``max_waste`` of its positions (e.g. 90-token
     arithmetic rows next to 225-token countdown rows); otherwise one chunk."""
+    longest = max((len(r[0]) for r in seqs), default=0)
+    if not seqs or sum(len(r[0]) for r in seqs) >= (1 - max_waste) * longest * len(seqs):
+        return [list(seqs)]   # in the batch's own order: the same padded forward as without chunks
     rows = sorted(seqs, key=lambda r: len(r[0]))
-    longest = len(rows[-1][0]) if rows else 0
-    if not rows or sum(len(r[0]) for r in rows) >= (1 - max_waste) * longest * len(rows):
-        return [rows]
     chunks, start = [], 0
     while start < len(rows):
         end = min(len(rows), start + min_rows)

@@ -66,7 +66,7 @@ def test_length_chunks_give_the_padded_batchs_loss_and_gradient(tiny_policy):
     assert [len(c) for c in chunks] == [8, 8, 8]
     assert sorted(len(r[0]) for c in chunks for r in c) == sorted(len(r[0]) for r in rows)
     assert max(len(r[0]) for r in chunks[0]) < 0.6 * max(len(r[0]) for r in chunks[-1])   # short rows together
-    assert length_chunks(rows[:12]) == [sorted(rows[:12], key=lambda r: len(r[0]))]  # similar lengths: one chunk
+    assert length_chunks(rows[:12]) == [rows[:12]]   # similar lengths: one chunk, in the batch's order
 
     def grads(chunked):
         model.zero_grad()
@@ -79,6 +79,14 @@ def test_length_chunks_give_the_padded_batchs_loss_and_gradient(tiny_policy):
     model.zero_grad()
     assert chunk_loss == pytest.approx(one_loss, rel=1e-5)
     assert torch.allclose(chunk_grad, one_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_lr_schedules():
+    from evalgym.trainers.loop import lr_factor
+
+    cfg = SFTConfig(steps=100, warmup_steps=10, lr_schedule="cosine")
+    assert [round(lr_factor(cfg, s), 3) for s in (0, 9, 10, 55, 99)] == [0.1, 1.0, 1.0, 0.5, 0.0]
+    assert [lr_factor(SFTConfig(steps=100, warmup_steps=10), s) for s in (0, 10, 99)] == [0.1, 1.0, 1.0]
 
 
 def _cfg(tmp_path, **kw):
