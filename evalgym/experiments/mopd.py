@@ -11,7 +11,10 @@ distillation, against mixed-domain RL and off-policy distillation with the same 
    ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, alpha 0),
    ``mixed-rl`` (GRPO over the mixture) and ``off-policy`` (SFT on the experts' samples of the same
    problems).
-4. Every model's held-out score per domain (greedy, problems from a seed range training never sees),
+4. Every model's held-out score per domain on problems from a seed range training never sees: the
+   mean reward of ``eval_samples`` samples per problem at the training temperature (pass@1 averaged
+   over samples: what RL and reverse-KL distillation optimize, and far less noisy than one greedy
+   answer per problem, which flips on small weight changes), with greedy accuracy reported beside it;
    and the students' scores at every checkpoint, to compare how many student samples each needs.
 
 Each stage is a run dir under ``out``; a finished stage is not retrained (scores are cached in
@@ -49,7 +52,7 @@ class MOPDExperiment:
     sft_steps: int = 600              # a base that already scores: RL from a near-zero base has no signal
     sft_lr: float = 3e-3
     sft_batch: int = 32
-    expert_steps: int = 40
+    expert_steps: int = 48             # 24 left the math expert at its base on two of four bases (sampled score)
     expert_lr: float = 5e-4
     student_steps: int = 40
     student_lr: float = 5e-4          # mixed RL: the experts' own RL settings
@@ -60,6 +63,7 @@ class MOPDExperiment:
     temperature: float = 1.0          # sampling of experts, students and teachers' probes
     eval_every: int = 10              # students' checkpoints (sample-efficiency curve)
     eval_prompts: int = 128           # held-out problems per domain
+    eval_samples: int = 8             # samples per held-out problem at `temperature` (the score); greedy beside
     students: tuple[str, ...] = ("mopd", "mixed-rl", "off-policy")
     progress: bool = True
 
@@ -78,29 +82,54 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 class _Scores:
-    """Held-out score per (model path, domain), cached on disk."""
+    """Held-out scores per (model path, domain), cached on disk (the cache is dropped when the eval settings
+    change): ``self(model)`` the sampled score, ``self.se(model)`` its standard error over problems,
+    ``self.greedy(model)`` greedy accuracy."""
 
     def __init__(self, exp: MOPDExperiment):
         self.exp = exp
         self.path = Path(exp.out) / "scores.json"
-        self.data: dict[str, dict[str, float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.settings = {"eval_prompts": exp.eval_prompts, "eval_samples": exp.eval_samples,
+                         "temperature": exp.temperature, "max_tokens": exp.max_tokens, "domains": exp.domains}
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        same = saved.get("settings") == json.loads(json.dumps(self.settings))
+        self.data: dict[str, dict[str, Any]] = saved.get("models", {}) if same else {}
 
-    def __call__(self, model: str) -> dict[str, float]:
+    def _get(self, model: str) -> dict[str, Any]:
         if model not in self.data:
             from evalgym.policies.base import SamplingParams
             from evalgym.policies.hf import HFPolicy
             from evalgym.rollouts import collect, make_env
 
             policy = HFPolicy(model, device="cpu")
-            scores = {}
+            row: dict[str, Any] = {"sampled": {}, "se": {}, "greedy": {}}
             for dom, (env_id, kwargs) in self.exp.domains.items():
                 env = make_env(env_id, **{**kwargs, "seed": HELD_OUT_SEED})
-                res = collect(policy, env, num_prompts=self.exp.eval_prompts,
-                              sampling=SamplingParams(temperature=0, max_tokens=self.exp.max_tokens))
-                scores[dom] = res.mean_reward()
-            self.data[model] = scores
-            _atomic_json(self.path, self.data)
+                greedy = collect(policy, env, num_prompts=self.exp.eval_prompts,
+                                 sampling=SamplingParams(temperature=0, max_tokens=self.exp.max_tokens))
+                row["greedy"][dom] = greedy.mean_reward()
+                if self.exp.eval_samples:
+                    res = collect(policy, env, num_prompts=self.exp.eval_prompts, n=self.exp.eval_samples,
+                                  sampling=SamplingParams(temperature=self.exp.temperature,
+                                                          max_tokens=self.exp.max_tokens))
+                    per_problem = [sum(t.reward for t in g.trajectories) / len(g.trajectories) for g in res.groups]
+                else:
+                    per_problem = [t.reward for t in greedy.trajectories]
+                m = sum(per_problem) / len(per_problem)
+                var = sum((x - m) ** 2 for x in per_problem) / max(1, len(per_problem) - 1)
+                row["sampled"][dom], row["se"][dom] = m, (var / len(per_problem)) ** 0.5
+            self.data[model] = row
+            _atomic_json(self.path, {"settings": self.settings, "models": self.data})
         return self.data[model]
+
+    def __call__(self, model: str) -> dict[str, float]:
+        return self._get(model)["sampled"]
+
+    def se(self, model: str) -> dict[str, float]:
+        return self._get(model)["se"]
+
+    def greedy(self, model: str) -> dict[str, float]:
+        return self._get(model)["greedy"]
 
 
 def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
@@ -150,8 +179,8 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
     students = {name: stage(name, *student_cfgs[name]) for name in exp.students}
 
     per_step = exp.prompts_per_step * exp.group_size
-    table = {"base": scores(base), **{f"expert-{d}": scores(p) for d, p in experts.items()},
-             **{n: scores(p) for n, p in students.items()}}
+    paths = {"base": base, **{f"expert-{d}": p for d, p in experts.items()}, **students}
+    table = {name: scores(p) for name, p in paths.items()}
     curves: dict[str, list[dict[str, Any]]] = {}
     for name in students:
         pts = [{"step": 0, "samples": 0, **table["base"]}]
@@ -179,6 +208,8 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
                 kl[d] = [sum(vals[:k]) / k, sum(vals[-k:]) / k]
     result = {
         "config": asdict(exp), "domains": doms, "scores": table, "expert_in_domain": expert_in_domain,
+        "score_se": {name: scores.se(p) for name, p in paths.items()},
+        "greedy": {name: scores.greedy(p) for name, p in paths.items()},
         "mopd_reverse_kl_first_last": kl,
         "fraction_of_expert": ratio, "curves": curves, "samples_per_step": per_step,
         "mixed_rl_final_mean": target,
@@ -191,24 +222,41 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     doms = result["domains"]
+    cfg = result["config"]
+    n, k = cfg["eval_prompts"], cfg.get("eval_samples", 0)
+    what = (f"mean reward of {k} samples per problem at temperature {cfg['temperature']}" if k else "greedy")
     lines = ["# MOPD experiment: experts per domain merged into one student", "",
-             f"Held-out score per domain (greedy, {result['config']['eval_prompts']} problems per domain from "
-             f"seeds training never sees), tiny model on CPU, seed {result['config']['seed']}. Students: "
-             f"{result['config']['student_steps']} steps × {result['samples_per_step']} samples "
-             f"= {result['config']['student_steps'] * result['samples_per_step']} samples each.", "",
+             f"Held-out score per domain ({what}, {n} problems per domain from seeds training never sees), "
+             f"tiny model on CPU, seed {cfg['seed']}. Students: {cfg['student_steps']} steps × "
+             f"{result['samples_per_step']} samples = {cfg['student_steps'] * result['samples_per_step']} "
+             "samples each.", "",
              "| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
-    n = result["config"]["eval_prompts"]
-
-    def cell(v: float) -> str:
-        lo, hi = wilson(v * n, n)
-        return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"
-
+    se = result.get("score_se", {})
     for name, s in result["scores"].items():
         m = sum(s[d] for d in doms) / len(doms)
-        lines.append(f"| {name} | " + " | ".join(cell(s[d]) for d in doms) + f" | {m:.3f} |")
-    lines += ["", "Brackets: Wilson 95 % intervals. Held-out problems come from a seed range training never "
-              "draws; with one-digit arithmetic and two-number countdown the problem spaces are small, so "
-              "they are fresh draws of the same task distribution rather than unseen problem types."]
+        cells = []
+        for d in doms:
+            if name in se:
+                cells.append(f"{s[d]:.3f} [{s[d] - 1.96 * se[name][d]:.2f}, {s[d] + 1.96 * se[name][d]:.2f}]")
+            else:
+                lo, hi = wilson(s[d] * n, n)
+                cells.append(f"{s[d]:.3f} [{lo:.2f}, {hi:.2f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m:.3f} |")
+    lines += ["", ("Brackets: 95 % intervals (± 1.96 standard errors over problems). " if se else
+                   "Brackets: Wilson 95 % intervals. ") +
+              "Held-out problems come from a seed range training never draws; with one-digit arithmetic and "
+              "two-number countdown the problem spaces are small, so they are fresh draws of the same task "
+              "distribution rather than unseen problem types."]
+    if result.get("greedy") and k:
+        lines += ["", "Greedy accuracy on the same problems (one answer per problem; Wilson 95 % intervals):", "",
+                  "| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
+        for name, s in result["greedy"].items():
+            m = sum(s[d] for d in doms) / len(doms)
+            cells = []
+            for d in doms:
+                lo, hi = wilson(s[d] * n, n)
+                cells.append(f"{s[d]:.3f} [{lo:.2f}, {hi:.2f}]")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {m:.3f} |")
     lines += ["", "Student score as a fraction of each domain's expert (in-domain):", "",
               "| student | " + " | ".join(doms) + " |", "|---" * (len(doms) + 1) + "|"]
     for name, r in result["fraction_of_expert"].items():

@@ -8,7 +8,10 @@ A trainer supplies two functions:
 and the loop owns the rest: devices and processes (``accelerate launch`` gives DDP; one process
 otherwise), the optimizer and schedule, gradient clipping, ``run_dir/metrics.jsonl``, a progress bar,
 and checkpoints every ``save_every`` steps. If ``run_dir`` holds checkpoints, the run resumes from the
-last one (weights, optimizer, scheduler, RNG, step) and continues exactly as if never stopped.
+last one (weights, optimizer, scheduler, RNG, step) and continues exactly as if never stopped. A resume
+under a config that differs from the checkpoint's in anything but how long to run and how often to save
+(``steps``, ``save_every``, ``keep_last``, ``log_every``) is refused, naming the fields: a different lr
+or dataset would otherwise silently continue someone else's run.
 """
 
 from __future__ import annotations
@@ -25,7 +28,25 @@ from typing import Any
 import torch
 
 from evalgym.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from evalgym.errors import EvalgymError
 from evalgym.trainers.config import TrainConfig
+
+RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every"})
+
+
+def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` under ``cfg`` if they differ outside ``RESUMABLE_CHANGES``."""
+    meta_path = Path(checkpoint) / "meta.json"
+    saved = json.loads(meta_path.read_text()).get("config")
+    if not isinstance(saved, dict):
+        return
+    now = json.loads(json.dumps(cfg.model_dump(), default=str))
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff)
+        raise EvalgymError(f"{cfg.run_dir}: holds {Path(checkpoint).name} of a run with another config ({shown}); "
+                           "resume with the same config (only steps, save_every, keep_last, log_every may "
+                           "change) or use a new run_dir")
 
 
 @dataclass
@@ -90,6 +111,7 @@ def run(cfg: TrainConfig, *, make_batch: Callable[[int, int, LoopState], Any],
     state = LoopState()
     parent = cfg.model
     if resume is not None:
+        check_resume_config(cfg, resume)
         model, tokenizer = (load_fn or load_model)(str(resume), cfg.dtype)
         parent = str(resume)
     elif model is None:

@@ -177,7 +177,9 @@ def test_fork_bomb_is_bounded(box):
     stop.set()
     sampler.join()
     assert r.timed_out and r.exit_code is None and r.duration_s < 5, r
-    assert 0 < max(peak) <= 32 + 8, peak  # Limits.processes plus the sandbox's own allowance
+    # Limits.processes, plus the sandbox's own allowance (bwrap's helpers), plus the one reaper process that
+    # _kill_uid forks as that uid at the timeout to kill(-1) (seen in CI: 41 = 32 + 8 + 1)
+    assert 0 < max(peak) <= 32 + 8 + 1, peak
 
 
 def test_thread_bomb_is_bounded(box):

@@ -10,20 +10,21 @@ import pytest
 from evalgym.experiments.mopd import MOPDExperiment, markdown, run_experiment
 
 
-# Measured at the perf run's scale (40 steps, 128 problems; perf/results/mopd.md): experts +0.15 (math)
-# and +0.23 (countdown) over the base, the MOPD student at 0.90 and 0.86 of them, its mean 0.01 below
-# mixed RL's. At this test's scale (24 steps, 64 problems): experts +0.06 and +0.19, the student at 1.03
-# and 1.00 of them, 0.02 above mixed RL. A second seed at the perf scale: experts +0.00 and +0.17, the
-# student at 0.97 and 0.75, 0.02 below mixed RL. The bars leave room for that spread.
-BAR_EXPERT_GAIN = 0.03     # mean over domains of expert minus base, in-domain
+# Scores are the mean reward of 8 samples per held-out problem at T 1.0 (greedy answers of this tiny
+# model flip on small weight changes: with greedy scoring a CI run of this test read its math expert as
+# 0.06 *below* the base, after an SFT change that only reordered float sums; figures in mopd.md).
+# Measured on that base with these settings: experts +0.18 (math) and +0.27 (countdown) over the base;
+# on the perf run's second seed, math +0.17. The student's fractions and its margin to mixed RL: see the
+# closing note of issue 6 and perf/results/mopd.md.
+BAR_EXPERT_GAIN = 0.05     # mean over domains of expert minus base, in-domain
 BAR_FRACTION = 0.7         # the student's in-domain score over the expert's (the issue's goal: 0.9)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_mopd_student_approaches_every_expert(tmp_path, tiny_path):
-    # the perf run's base (600 SFT steps) and settings; experts and students 24 steps instead of 40
-    exp = MOPDExperiment(out=str(tmp_path / "exp"), model=tiny_path, expert_steps=24, student_steps=24,
+    # the perf run's base (600 SFT steps), experts and settings; students 24 steps, 64 held-out problems
+    exp = MOPDExperiment(out=str(tmp_path / "exp"), model=tiny_path, student_steps=24,
                          eval_every=12, eval_prompts=64, students=("mopd", "mixed-rl"), progress=False)
     result = run_experiment(exp)
     print(markdown(result))

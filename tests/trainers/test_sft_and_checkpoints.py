@@ -119,6 +119,17 @@ def test_checkpoints_events_and_meta(tmp_path, tiny_path):
     assert len(out[0][0].token_ids) == 3
 
 
+def test_resume_under_another_config_is_refused_naming_the_fields(tmp_path, tiny_path):
+    train_sft(_cfg(tmp_path, model=tiny_path, steps=2, save_every=2), progress=False)
+    with pytest.raises(EvalgymError, match=r"step_000002 of a run with another config \(batch_size: 16 in the "
+                                           r"checkpoint, 8 now; lr: 0\.003 in the checkpoint, 0\.001 now\)"):
+        train_sft(_cfg(tmp_path, model=tiny_path, steps=4, lr=1e-3, batch_size=8), progress=False)
+    assert [p.name for p in step_dirs(tmp_path / "run")] == ["step_000002"]   # nothing trained
+    # running longer (and saving at another cadence) is a resume, not another run
+    train_sft(_cfg(tmp_path, model=tiny_path, steps=3, save_every=3, log_every=2), progress=False)
+    assert [p.name for p in step_dirs(tmp_path / "run")] == ["step_000002", "step_000003"]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path, tiny_path):
     cmd = [sys.executable, "-m", "evalgym.cli", "train", "sft", "--quiet", f"model={tiny_path}", "envs=[arithmetic]",
