@@ -8,7 +8,7 @@ distillation, against mixed-domain RL and off-policy distillation with the same 
 2. ``expert-<domain>``: GRPO from ``base`` on that domain's env alone.
 3. Three students from ``base``, each trained on the mixture of all domains for ``student_steps``
    steps of ``prompts_per_step × group_size`` samples (the same budget):
-   ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, alpha 0),
+   ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, ``mopd_alpha`` 0),
    ``mixed-rl`` (GRPO over the mixture) and ``off-policy`` (SFT on the experts' samples of the same
    problems).
 4. Every model's held-out score per domain on problems from a seed range training never sees: the
@@ -56,7 +56,8 @@ class MOPDExperiment:
     expert_lr: float = 5e-4
     student_steps: int = 40
     student_lr: float = 5e-4          # mixed RL: the experts' own RL settings
-    distill_lr: float = 3e-4          # on/off-policy distillation (1e-3 pushed students away from teachers)
+    distill_lr: float = 3e-4          # on/off-policy distillation (6e-4 and 1e-3 scored lower: mopd.md)
+    mopd_alpha: float = 0.0           # weight of the outcome advantage mixed into MOPD's per-token one
     prompts_per_step: int = 16
     group_size: int = 8
     max_tokens: int = 32
@@ -164,8 +165,9 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
             save_every=exp.expert_steps, run_dir=str(out / f"expert-{dom}"), **common))
     student_cfgs = {
         "mopd": (train_distill, DistillConfig(
-            model=base, envs=mixture, teachers=experts, mode="on_policy", alpha=0.0, steps=exp.student_steps,
-            lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "mopd"), **common)),
+            model=base, envs=mixture, teachers=experts, mode="on_policy", alpha=exp.mopd_alpha,
+            steps=exp.student_steps, lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "mopd"),
+            **common)),
         "mixed-rl": (train_grpo, GRPOConfig(
             model=base, envs=mixture, steps=exp.student_steps, lr=exp.student_lr, save_every=exp.eval_every,
             run_dir=str(out / "mixed-rl"), **common)),
