@@ -231,34 +231,31 @@ def markdown(result: dict[str, Any]) -> str:
              f"Held-out score per domain ({what}, {n} problems per domain from seeds training never sees), "
              f"tiny model on CPU, seed {cfg['seed']}. Students: {cfg['student_steps']} steps × "
              f"{result['samples_per_step']} samples = {cfg['student_steps'] * result['samples_per_step']} "
-             "samples each.", "",
-             "| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
+             "samples each.", ""]
     se = result.get("score_se", {})
-    for name, s in result["scores"].items():
-        m = sum(s[d] for d in doms) / len(doms)
-        cells = []
-        for d in doms:
-            if name in se:
-                cells.append(f"{s[d]:.3f} [{s[d] - 1.96 * se[name][d]:.2f}, {s[d] + 1.96 * se[name][d]:.2f}]")
-            else:
-                lo, hi = wilson(s[d] * n, n)
-                cells.append(f"{s[d]:.3f} [{lo:.2f}, {hi:.2f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m:.3f} |")
+
+    def table(scores: dict[str, dict[str, float]], interval: Any) -> list[str]:
+        rows = ["| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
+        for name, s in scores.items():
+            cells = [f"{s[d]:.3f} [{lo:.2f}, {hi:.2f}]" for d in doms for lo, hi in [interval(name, d, s[d])]]
+            rows.append(f"| {name} | " + " | ".join(cells) + f" | {sum(s[d] for d in doms) / len(doms):.3f} |")
+        return rows
+
+    def by_wilson(name: str, d: str, v: float) -> tuple[float, float]:
+        return wilson(v * n, n)
+
+    def by_se(name: str, d: str, v: float) -> tuple[float, float]:
+        return v - 1.96 * se[name][d], v + 1.96 * se[name][d]
+
+    lines += table(result["scores"], by_se if se else by_wilson)
     lines += ["", ("Brackets: 95 % intervals (± 1.96 standard errors over problems). " if se else
                    "Brackets: Wilson 95 % intervals. ") +
               "Held-out problems come from a seed range training never draws; with one-digit arithmetic and "
               "two-number countdown the problem spaces are small, so they are fresh draws of the same task "
               "distribution rather than unseen problem types."]
     if result.get("greedy") and k:
-        lines += ["", "Greedy accuracy on the same problems (one answer per problem; Wilson 95 % intervals):", "",
-                  "| model | " + " | ".join(doms) + " | mean |", "|---" * (len(doms) + 2) + "|"]
-        for name, s in result["greedy"].items():
-            m = sum(s[d] for d in doms) / len(doms)
-            cells = []
-            for d in doms:
-                lo, hi = wilson(s[d] * n, n)
-                cells.append(f"{s[d]:.3f} [{lo:.2f}, {hi:.2f}]")
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {m:.3f} |")
+        lines += ["", "Greedy accuracy on the same problems (one answer per problem; Wilson 95 % intervals):", ""]
+        lines += table(result["greedy"], by_wilson)
     lines += ["", "Student score as a fraction of each domain's expert (in-domain):", "",
               "| student | " + " | ".join(doms) + " |", "|---" * (len(doms) + 1) + "|"]
     for name, r in result["fraction_of_expert"].items():

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from evalgym.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from evalgym.errors import EvalgymError
+from evalgym.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from evalgym.trainers.config import TrainConfig
 
 RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every"})
