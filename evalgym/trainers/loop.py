@@ -10,7 +10,7 @@ otherwise), the optimizer and schedule, gradient clipping, ``run_dir/metrics.jso
 and checkpoints every ``save_every`` steps. If ``run_dir`` holds checkpoints, the run resumes from the
 last one (weights, optimizer, scheduler, RNG, step) and continues exactly as if never stopped. A resume
 under a config that differs from the checkpoint's in anything but how long to run and how often to save
-(``steps``, ``save_every``, ``keep_last``, ``log_every``) is refused, naming the fields: a different lr
+(``steps``, ``save_every``, ``keep_last``, ``log_every``; and ``run_dir``, which may be moved) is refused, naming the fields: a different lr
 or dataset would otherwise silently continue someone else's run.
 """
 
@@ -31,7 +31,7 @@ from evalgym.errors import EvalgymError
 from evalgym.trainers.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from evalgym.trainers.config import TrainConfig
 
-RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every"})
+RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every", "run_dir"})  # a run dir may move
 
 
 def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
@@ -46,7 +46,7 @@ def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
         shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff)
         raise EvalgymError(f"{cfg.run_dir}: holds {Path(checkpoint).name} of a run with another config ({shown}); "
                            "resume with the same config (only steps, save_every, keep_last, log_every may "
-                           "change) or use a new run_dir")
+                           "change, or the run_dir be moved) or use a new run_dir")
 
 
 @dataclass

@@ -125,9 +125,11 @@ def test_resume_under_another_config_is_refused_naming_the_fields(tmp_path, tiny
                                            r"checkpoint, 8 now; lr: 0\.003 in the checkpoint, 0\.001 now\)"):
         train_sft(_cfg(tmp_path, model=tiny_path, steps=4, lr=1e-3, batch_size=8), progress=False)
     assert [p.name for p in step_dirs(tmp_path / "run")] == ["step_000002"]   # nothing trained
-    # running longer (and saving at another cadence) is a resume, not another run
-    train_sft(_cfg(tmp_path, model=tiny_path, steps=3, save_every=3, log_every=2), progress=False)
-    assert [p.name for p in step_dirs(tmp_path / "run")] == ["step_000002", "step_000003"]
+    # running longer (and saving at another cadence) in a moved run dir is a resume, not another run
+    (tmp_path / "run").rename(tmp_path / "moved")
+    train_sft(_cfg(tmp_path, model=tiny_path, steps=3, save_every=3, log_every=2, run_dir=str(tmp_path / "moved")),
+              progress=False)
+    assert [p.name for p in step_dirs(tmp_path / "moved")] == ["step_000002", "step_000003"]
 
 
 @pytest.mark.slow
