@@ -83,9 +83,9 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 class _Scores:
-    """Held-out scores per (model path, domain), cached on disk (the cache is dropped when the eval settings
-    change): ``self(model)`` the sampled score, ``self.se(model)`` its standard error over problems,
-    ``self.greedy(model)`` greedy accuracy."""
+    """Held-out scores per model path, cached on disk (dropped when the eval settings change):
+    ``self.row(model)`` is {"sampled": score per domain, "se": its standard error over problems,
+    "greedy": greedy accuracy per domain}; ``self(model)`` the sampled scores."""
 
     def __init__(self, exp: MOPDExperiment):
         self.exp = exp
@@ -96,7 +96,7 @@ class _Scores:
         same = saved.get("settings") == json.loads(json.dumps(self.settings))
         self.data: dict[str, dict[str, Any]] = saved.get("models", {}) if same else {}
 
-    def _get(self, model: str) -> dict[str, Any]:
+    def row(self, model: str) -> dict[str, Any]:
         if model not in self.data:
             from evalgym.policies.base import SamplingParams
             from evalgym.policies.hf import HFPolicy
@@ -124,13 +124,7 @@ class _Scores:
         return self.data[model]
 
     def __call__(self, model: str) -> dict[str, float]:
-        return self._get(model)["sampled"]
-
-    def se(self, model: str) -> dict[str, float]:
-        return self._get(model)["se"]
-
-    def greedy(self, model: str) -> dict[str, float]:
-        return self._get(model)["greedy"]
+        return self.row(model)["sampled"]
 
 
 def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
@@ -210,8 +204,8 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
                 kl[d] = [sum(vals[:k]) / k, sum(vals[-k:]) / k]
     result = {
         "config": asdict(exp), "domains": doms, "scores": table, "expert_in_domain": expert_in_domain,
-        "score_se": {name: scores.se(p) for name, p in paths.items()},
-        "greedy": {name: scores.greedy(p) for name, p in paths.items()},
+        "score_se": {name: scores.row(p)["se"] for name, p in paths.items()},
+        "greedy": {name: scores.row(p)["greedy"] for name, p in paths.items()},
         "mopd_reverse_kl_first_last": kl,
         "fraction_of_expert": ratio, "curves": curves, "samples_per_step": per_step,
         "mixed_rl_final_mean": target,

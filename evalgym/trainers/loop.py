@@ -9,9 +9,9 @@ and the loop owns the rest: devices and processes (``accelerate launch`` gives D
 otherwise), the optimizer and schedule, gradient clipping, ``run_dir/metrics.jsonl``, a progress bar,
 and checkpoints every ``save_every`` steps. If ``run_dir`` holds checkpoints, the run resumes from the
 last one (weights, optimizer, scheduler, RNG, step) and continues exactly as if never stopped. A resume
-under a config that differs from the checkpoint's in anything but how long to run and how often to save
-(``steps``, ``save_every``, ``keep_last``, ``log_every``; and ``run_dir``, which may be moved) is refused, naming the fields: a different lr
-or dataset would otherwise silently continue someone else's run.
+under a config that differs from the checkpoint's outside ``RESUMABLE_CHANGES`` (how long to run, how
+often to save or log, where the run dir now is) is refused, naming the fields: a different lr or dataset
+would otherwise silently continue someone else's run.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "log_every", 
 
 def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
     """Refuse to resume ``checkpoint`` under ``cfg`` if they differ outside ``RESUMABLE_CHANGES``."""
-    meta_path = Path(checkpoint) / "meta.json"
-    saved = json.loads(meta_path.read_text()).get("config")
+    saved = json.loads((Path(checkpoint) / "meta.json").read_text()).get("config")
     if not isinstance(saved, dict):
         return
     now = json.loads(json.dumps(cfg.model_dump(), default=str))
@@ -45,8 +44,8 @@ def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
     if diff:
         shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff)
         raise EvalgymError(f"{cfg.run_dir}: holds {Path(checkpoint).name} of a run with another config ({shown}); "
-                           "resume with the same config (only steps, save_every, keep_last, log_every may "
-                           "change, or the run_dir be moved) or use a new run_dir")
+                           f"resume with the same config (only {', '.join(sorted(RESUMABLE_CHANGES))} may "
+                           "differ) or use a new run_dir")
 
 
 @dataclass
