@@ -22,9 +22,11 @@ from evalgym.experiments.mopd import MOPDExperiment, _atomic_json, markdown, run
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(MOPDExperiment):
-        if f.type in ("int", "float", "str"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
-                           default=None)
+        kind = {"int": int, "float": float, "str": str, "int | None": int}.get(f.type)
+        if kind is not None:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    p.add_argument("--students", type=lambda v: tuple(v.split(",")), default=None,
+                   help="comma-separated, from mopd,mixed-rl,off-policy (mixed-rl is required)")
     p.add_argument("--results", default=str(ROOT / "perf" / "results"))
     args = p.parse_args()
     kw = {k: v for k, v in vars(args).items() if k != "results" and v is not None}

@@ -54,10 +54,18 @@ class MOPDExperiment:
     sft_batch: int = 32
     expert_steps: int = 48             # 24 left the math expert at its base on two of four bases (sampled score)
     expert_lr: float = 5e-4
+    expert_beta: float = 0.05         # KL to the base in the RL runs (experts and mixed RL): without it the
+    #                                   math expert's RL drifted on tokens reward ignores (0.87 nats/token on
+    #                                   restating the sum), which a distilled student must then copy
     student_steps: int = 40
     student_lr: float = 5e-4          # mixed RL: the experts' own RL settings
-    distill_lr: float = 3e-4          # on/off-policy distillation (6e-4 and 1e-3 scored lower: mopd.md)
+    distill_lr: float = 3e-4          # off-policy distillation (SFT on the experts' samples)
+    mopd_lr: float = 6e-4
     mopd_alpha: float = 0.0           # weight of the outcome advantage mixed into MOPD's per-token one
+    mopd_kl_topk: int = 128           # exact reverse KL over the teacher's top k (128: the tiny model's whole
+    #                                   vocabulary); 0: the sampled per-token term log π_t(y_t) − log π_s(y_t)
+    mopd_group_size: int | None = 2   # MOPD's samples per problem (None: group_size); it needs no group
+    #                                   baseline, so its prompts per step grow to keep the samples per step
     prompts_per_step: int = 16
     group_size: int = 8
     max_tokens: int = 32
@@ -155,15 +163,22 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
     experts = {}
     for dom, (env_id, _) in exp.domains.items():
         experts[dom] = stage(f"expert-{dom}", train_grpo, GRPOConfig(
-            model=base, envs={env_id: 1.0}, steps=exp.expert_steps, lr=exp.expert_lr,
+            model=base, envs={env_id: 1.0}, steps=exp.expert_steps, lr=exp.expert_lr, beta=exp.expert_beta,
             save_every=exp.expert_steps, run_dir=str(out / f"expert-{dom}"), **common))
+    per_step = exp.prompts_per_step * exp.group_size
+    mopd_group = exp.mopd_group_size or exp.group_size
+    if per_step % mopd_group:
+        raise ValueError(f"mopd_group_size {mopd_group} must divide the {per_step} samples a step "
+                         "(prompts_per_step × group_size)")
+    mopd_shape = {**common, "prompts_per_step": per_step // mopd_group, "group_size": mopd_group}
     student_cfgs = {
         "mopd": (train_distill, DistillConfig(
             model=base, envs=mixture, teachers=experts, mode="on_policy", alpha=exp.mopd_alpha,
-            steps=exp.student_steps, lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "mopd"),
-            **common)),
+            kl_topk=exp.mopd_kl_topk, steps=exp.student_steps, lr=exp.mopd_lr, save_every=exp.eval_every,
+            run_dir=str(out / "mopd"), **mopd_shape)),
         "mixed-rl": (train_grpo, GRPOConfig(
-            model=base, envs=mixture, steps=exp.student_steps, lr=exp.student_lr, save_every=exp.eval_every,
+            model=base, envs=mixture, steps=exp.student_steps, lr=exp.student_lr, beta=exp.expert_beta,
+            save_every=exp.eval_every,
             run_dir=str(out / "mixed-rl"), **common)),
         "off-policy": (train_distill, DistillConfig(
             model=base, envs=mixture, teachers=experts, mode="off_policy", steps=exp.student_steps,
@@ -174,7 +189,6 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
         raise ValueError(f"students: choose from {sorted(student_cfgs)} (mixed-rl is the reference), got {exp.students}")
     students = {name: stage(name, *student_cfgs[name]) for name in exp.students}
 
-    per_step = exp.prompts_per_step * exp.group_size
     paths = {"base": base, **{f"expert-{d}": p for d, p in experts.items()}, **students}
     table = {name: scores(p) for name, p in paths.items()}
     curves: dict[str, list[dict[str, Any]]] = {}

@@ -213,10 +213,28 @@ class HFPolicy:
     def score(self, prompt: Prompt, token_ids: Sequence[int]) -> list[float]:
         return self.score_batch([(prompt, token_ids)])[0]
 
-    @torch.inference_mode()
     def score_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> list[list[float]]:
+        out: list[list[float]] = [[] for _ in requests]
+        for i, c, rows in self._completion_logprobs(requests):
+            out[i] = rows[torch.arange(len(c)), torch.tensor(c)].tolist()
+        return out
+
+    def score_topk_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
+                         k: int) -> list[tuple[list[list[int]], list[list[float]], list[float]]]:
+        """The ``k`` likeliest next tokens at every completion position: per request (their ids,
+        their logprobs, each ``[len(completion)][k]`` likeliest first; and the logprob of each
+        completion token, as ``score_batch``). k above the vocabulary size: the whole vocabulary."""
+        out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in requests]
+        for i, c, rows in self._completion_logprobs(requests):
+            top = rows.topk(min(k, rows.shape[-1]), dim=-1)
+            out[i] = (top.indices.tolist(), top.values.tolist(), rows[torch.arange(len(c)), torch.tensor(c)].tolist())
+        return out
+
+    @torch.inference_mode()
+    def _completion_logprobs(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> Any:
+        """(index, completion ids, next-token logprobs ``[len(completion), vocab]``) per request with
+        a non-empty completion, scored in length-sorted batches."""
         pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
-        out: list[list[float]] = [[] for _ in pairs]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         for start in range(0, len(order), self.batch_size):
             chunk = [i for i in order[start:start + self.batch_size] if pairs[i][1]]
@@ -233,9 +251,7 @@ class HFPolicy:
             logprobs = torch.log_softmax(logits, dim=-1).cpu()
             for b, i in enumerate(chunk):
                 p, c = pairs[i]
-                positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-                out[i] = logprobs[b, positions, torch.tensor(c)].tolist()
-        return out
+                yield i, c, logprobs[b, len(p) - 1:len(p) + len(c) - 1]
 
     # -- weights ----------------------------------------------------------------------------------
 

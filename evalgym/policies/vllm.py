@@ -173,6 +173,38 @@ class VLLMPolicy:
             out[i] = [float(plp[len(p) + n][t].logprob) for n, t in enumerate(c)]
         return out
 
+    def score_topk_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
+                         k: int) -> list[tuple[list[list[int]], list[list[float]], list[float]]]:
+        """The ``k`` likeliest next tokens at every completion position (vLLM prompt logprobs):
+        per request (their ids, their logprobs, each ``[len(completion)][k]`` likeliest first; and
+        the logprob of each completion token, as ``score_batch``)."""
+        from vllm.inputs import TokensPrompt
+
+        cap = getattr(getattr(getattr(self.llm, "llm_engine", None), "model_config", None), "max_logprobs", None)
+        if cap is not None and cap != -1 and k > cap:
+            raise EvalgymError(f"vllm {self.name}: top-{k} logprobs asked, the engine gives at most max_logprobs={cap}; "
+                               f"start it with max_logprobs={k} (teacher_kwargs: {{max_logprobs: {k}}})")
+        pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
+        todo = [i for i, (_, c) in enumerate(pairs) if c]
+        out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in pairs]
+        if not todo:
+            return out
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k)
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo],
+                                    params, use_tqdm=False)
+        for i, res in zip(todo, results):
+            p, c = pairs[i]
+            ids, lps, own = [], [], []
+            for n, t in enumerate(c):
+                # the top k, plus the completion's own token when it ranks below them
+                at = res.prompt_logprobs[len(p) + n]
+                best = sorted(at.items(), key=lambda kv: kv[1].rank)[:k]
+                ids.append([int(tok) for tok, _ in best])
+                lps.append([float(lp.logprob) for _, lp in best])
+                own.append(float(at[t].logprob))
+            out[i] = (ids, lps, own)
+        return out
+
     def load_weights(self, weights: Mapping[str, Any] | str) -> None:
         state = load_state_dict_from(weights) if isinstance(weights, str) else weights
         try:

@@ -65,6 +65,28 @@ class Teacher:
         self.tokens += sum(len(c) for _, c in requests)
         return [list(x) for x in out]
 
+    def topk(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+             k: int) -> list[tuple[list[list[int]], list[list[float]], list[float]]]:
+        """The teacher's ``k`` likeliest tokens and their logprobs at every position of each
+        completion (the student's token ids), per request ``(ids, logprobs, token_logprobs)``: the
+        first two ``[len(completion)][k]`` (the distribution the student's is compared with in
+        top-k distillation), the last the logprob of each completion token (as ``logprobs``).
+        Needs a backend with ``score_topk_batch`` (hf, vllm)."""
+        if not requests:
+            return []
+        fn = getattr(self.policy, "score_topk_batch", None)
+        if fn is None:
+            raise EvalgymError(f"teacher {self.name}: its backend {type(self.policy).__name__} gives no top-k "
+                               "logprobs; use kl_topk: 0 (sampled per-token KL) or an hf/vllm teacher")
+        out = fn([(list(p), list(c)) for p, c in requests], k)
+        for (_, c), (ids, _, own) in zip(requests, out):
+            if len(ids) != len(c) or len(own) != len(c):
+                raise EvalgymError(f"teacher {self.name}: gave top-k for {len(ids)} positions of a {len(c)}-token "
+                                   "completion")
+        self.calls += 1
+        self.tokens += sum(len(c) for _, c in requests)
+        return out
+
     def close(self) -> None:
         close = getattr(self.policy, "close", None)
         if close is not None:

@@ -7,6 +7,10 @@ per-token advantage is the stop-gradient reverse-KL term ``log π_teacher(y_t) �
 plus ``alpha`` times the outcome reward's group-normalized advantage (``alpha: 0`` is pure
 distillation). Tokens whose trainer/engine probability ratio ``π_train(y_t) / π_engine(y_t)`` falls
 outside ``ratio_band`` are masked (an engine such as vLLM samples with slightly different numerics).
+With ``kl_topk: k`` the sampled per-token term is replaced by the exact reverse KL at every position
+the student visited, over the teacher's k likeliest tokens plus one bucket for all others (one
+teacher pass returns them; k ≥ vocabulary is the full KL): the same objective, with the sampling noise
+of each position's term removed (hf and vllm teachers; vllm needs ``max_logprobs ≥ k``).
 
 ``mode: off_policy`` — the teachers sample the same number of completions of the same problems and
 the student is fine-tuned on them (SFT on teacher samples; no verifier filtering, which would be
@@ -35,7 +39,7 @@ from evalgym.teachers import Router, build_router, check_compatible
 from evalgym.trainers.config import TrainConfig
 from evalgym.trainers.grpo import mixture_setup, pick_problems
 from evalgym.trainers.losses import (distill_advantages, group_advantages, masked_mean, policy_loss,
-                                     ratio_band_mask, sft_loss)
+                                     ratio_band_mask, sft_loss, topk_reverse_kl)
 from evalgym.trainers.loop import LoopState, run
 
 
@@ -50,6 +54,10 @@ class DistillConfig(TrainConfig):
     mode: Literal["on_policy", "off_policy"] = "on_policy"
     alpha: float = 0.0                  # weight of the outcome advantage mixed into the per-token one
     ratio_band: tuple[float, float] = (0.5, 2.0)
+    # 0: the per-token advantage is the sampled term log π_t(y_t) − log π_s(y_t); k > 0: at every
+    # position the student sampled, the exact reverse KL over the teacher's k likeliest tokens plus
+    # one bucket for the rest (k ≥ vocabulary: the full KL), needs an hf or vllm teacher
+    kl_topk: int = 0
     prompts_per_step: int = 8
     group_size: int = 4
     temperature: float = 1.0
@@ -82,6 +90,20 @@ def _aligned(rows: list[tuple[list[int], list[int]]], values: list[list[float]],
         if v:
             out[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(v, dtype=torch.float32)
     return out
+
+
+def _aligned_topk(rows: list[tuple[list[int], list[int]]], top: list[tuple[list[list[int]], list[list[float]]]],
+                  width: int) -> dict[str, torch.Tensor]:
+    """The teachers' top-k ids and logprobs placed like ``_aligned``; other positions hold a uniform
+    distribution over ids 0..k-1 (masked out of the loss, but finite)."""
+    k = len(top[0][0][0])
+    ids = torch.arange(k).expand(len(rows), width, k).clone()
+    lps = torch.full((len(rows), width, k), -float(torch.log(torch.tensor(float(k)))))
+    for b, ((p, c), (ti, tl)) in enumerate(zip(rows, top)):
+        if c:
+            ids[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(ti)
+            lps[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(tl, dtype=torch.float32)
+    return {"teacher_top_ids": ids, "teacher_top_logp": lps}
 
 
 def probe_teacher_scores(cfg: DistillConfig, router: Router, envs: dict[str, Any], sizes: dict[str, int],
@@ -128,6 +150,11 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
                           backend=cfg.teacher_backend, backend_kwargs=cfg.teacher_kwargs)
     student_tok = _tokenizer_of(cfg.model)
     check_compatible(student_tok, router.teachers(), student_name=cfg.model)
+    if cfg.kl_topk and cfg.mode == "on_policy":
+        for t in router.teachers():
+            if not hasattr(t.policy, "score_topk_batch"):
+                raise EvalgymError(f"distill.kl_topk: teacher {t.name} ({cfg.teacher_backend} backend) gives no top-k "
+                                   "logprobs; use an hf or vllm teacher, or kl_topk: 0 (the sampled per-token KL)")
     routes = {}
     for name, env in envs.items():   # an unroutable env fails now (unrouted: error), not mid-run
         t = router.route(env.source.problem(0))
@@ -186,13 +213,20 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
         by_teacher: dict[int, list[int]] = defaultdict(list)
         for b, t in enumerate(teachers):
             by_teacher[id(t)].append(b)
+        top: list[tuple[list[list[int]], list[list[float]]]] = [([], []) for _ in rows]
         for idx in by_teacher.values():
-            scored = teachers[idx[0]].logprobs([(rows[b][0], rows[b][1]) for b in idx])
-            for b, lp in zip(idx, scored):
-                teacher_lp[b] = lp
+            reqs = [(rows[b][0], rows[b][1]) for b in idx]
+            if cfg.kl_topk:   # one teacher pass gives its top k and the sampled tokens' logprobs
+                for b, (ids, lps, own) in zip(idx, teachers[idx[0]].topk(reqs, cfg.kl_topk)):
+                    top[b], teacher_lp[b] = (ids, lps), own
+            else:
+                for b, lp in zip(idx, teachers[idx[0]].logprobs(reqs)):
+                    teacher_lp[b] = lp
         pc = [(p, c) for p, c, _ in rows]
         batch = _sequences(pc, pad_id)
         width = batch["mask"].shape[1]
+        if cfg.kl_topk:
+            batch.update(_aligned_topk(pc, top, width))
         batch.update(teacher_logp=_aligned(pc, teacher_lp, width),
                      behavior_logp=_aligned(pc, [lp for *_, lp in rows], width),
                      has_behavior=torch.tensor([bool(lp) for *_, lp in rows]),
@@ -238,7 +272,8 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
         dev = next(model.parameters()).device
         ids, attn, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["mask"].to(dev)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        new_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+        logp_all = torch.log_softmax(logits, -1)
+        new_logp = logp_all.gather(-1, ids[:, 1:, None])[..., 0]
         if cfg.mode == "off_policy":
             return sft_loss(new_logp, mask), {**stats, "tokens": float(mask.sum())}
         student_lp = new_logp.detach()
@@ -247,10 +282,18 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
         no_engine_lp = ~batch["has_behavior"].to(dev)[:, None]   # backends without logprobs: nothing to mask
         in_band = torch.maximum(ratio_band_mask(student_lp, behavior, lo, hi), no_engine_lp.to(mask.dtype))
         used = mask * in_band
-        adv = distill_advantages(teacher_lp, student_lp) * mask + cfg.alpha * batch["outcome_adv"].to(dev)[:, None]
-        loss, m = policy_loss(new_logp, student_lp, adv, used, aggregation="token")
+        outcome = cfg.alpha * batch["outcome_adv"].to(dev)[:, None]
+        extra: dict[str, float] = {}
+        if cfg.kl_topk:   # the exact (top-k) reverse KL at each visited position, plus the outcome term
+            kl_tok = topk_reverse_kl(logp_all, batch["teacher_top_ids"].to(dev), batch["teacher_top_logp"].to(dev))
+            loss, m = policy_loss(new_logp, student_lp, outcome * mask, used, aggregation="token")
+            loss = loss + masked_mean(kl_tok, used)
+            extra["kl_topk"] = float(masked_mean(kl_tok.detach(), mask))
+        else:
+            adv = distill_advantages(teacher_lp, student_lp) * mask + outcome
+            loss, m = policy_loss(new_logp, student_lp, adv, used, aggregation="token")
         rkl = (student_lp - teacher_lp) * mask
-        out = {**stats, "tokens": float(used.sum()), "kl": float(masked_mean(rkl, mask)),
+        out = {**stats, **extra, "tokens": float(used.sum()), "kl": float(masked_mean(rkl, mask)),
                "masked_frac": float(1 - used.sum() / mask.sum().clamp(min=1)), "clip_fraction": m["clip_fraction"]}
         domains = batch["domains"]
         rewards = torch.tensor(batch["rewards"])

@@ -148,6 +148,23 @@ def distill_advantages(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -
     return (teacher_logp - student_logp).detach()
 
 
+def topk_reverse_kl(student_logp: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor,
+                    eps: float = 1e-10) -> torch.Tensor:
+    """Per-position reverse KL ``KL(π_s ‖ π_t)`` over the teacher's top-k tokens plus one bucket for
+    every other token: ``Σ_k π_s(v_k)(log π_s(v_k) − log π_t(v_k)) + π_s(rest)(log π_s(rest) − log π_t(rest))``
+    with ``π(rest) = 1 − Σ_k π(v_k)``. ``student_logp`` ``[..., V]`` (log-softmax, differentiable),
+    ``teacher_ids``/``teacher_logp`` ``[..., k]``; returns ``[...]``. With k = V it is the exact KL;
+    with k < V it is the KL between the two distributions coarsened to k + 1 outcomes (a lower bound
+    of the full one), which pushes the student's mass onto the teacher's likely tokens."""
+    s_k = student_logp.gather(-1, teacher_ids)
+    kl = (s_k.exp() * (s_k - teacher_logp)).sum(-1)
+    if teacher_ids.shape[-1] >= student_logp.shape[-1]:
+        return kl
+    s_rest = student_logp.scatter(-1, teacher_ids, float("-inf")).logsumexp(-1)
+    t_rest = torch.log((1 - teacher_logp.exp().sum(-1)).clamp(min=eps))
+    return kl + s_rest.exp() * (s_rest - t_rest)
+
+
 def ratio_band_mask(train_logp: torch.Tensor, engine_logp: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """1.0 where the trainer/engine probability ratio ``exp(train − engine)`` of a sampled token lies
     in ``[low, high]``, else 0.0: tokens the engine sampled with numerics too far from the trainer's

@@ -232,3 +232,21 @@ def test_vllm_seeded_batch_larger_than_one_step(vllm_policy):
     out = vllm_policy.generate([long_prompt] * count, SamplingParams(max_tokens=4, seed=1))
     assert len(out) == count and all(len(g[0].token_ids) == 4 for g in out)
     assert len({g[0].token_ids for g in out}) > 1  # per-prompt seeds differ
+
+
+def test_vllm_topk_logprobs_match_hf(vllm_policy, hf):
+    """A teacher's top-k next-token logprobs (full-KL distillation) through vLLM's prompt logprobs:
+    the same tokens with the same logprobs as the HF backend's whole distribution says."""
+    comp = hf.generate([CHAT], SamplingParams(max_tokens=12, seed=3, temperature=1.0))[0][0]
+    k = 5
+    (ids, lps, own), = vllm_policy.score_topk_batch([(CHAT, comp.token_ids)], k)
+    (all_ids, all_lps, hf_own), = hf.score_topk_batch([(CHAT, comp.token_ids)], 10_000)
+    assert len(ids) == len(comp.token_ids) and all(len(row) == k for row in ids)
+    assert max_diff(own, hf_own) < MAX_DIFF and max_diff(hf_own, hf.score(CHAT, comp.token_ids)) < MAX_DIFF
+    for pos, (v_ids, v_lps) in enumerate(zip(ids, lps)):
+        full = dict(zip(all_ids[pos], all_lps[pos]))
+        assert max_diff(v_lps, [full[t] for t in v_ids]) < MAX_DIFF
+        assert v_lps == sorted(v_lps, reverse=True)
+        assert v_lps[-1] >= all_lps[pos][k] - MAX_DIFF   # nothing outside vLLM's k beats its k-th
+    with pytest.raises(EvalgymError, match="max_logprobs"):
+        vllm_policy.score_topk_batch([(CHAT, comp.token_ids)], 500)

@@ -17,6 +17,7 @@ from evalgym.trainers.losses import (
     policy_loss,
     ratio_band_mask,
     sft_loss,
+    topk_reverse_kl,
 )
 
 t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
@@ -114,6 +115,26 @@ def test_per_token_advantages_for_distillation():
     assert torch.equal(adv, t([1.0, -2.0]).reshape(1, 2)) and not adv.requires_grad
     loss, _ = policy_loss(student, student.detach(), adv, torch.ones(1, 2, dtype=torch.float64))
     assert loss.item() == pytest.approx(-(1.0 - 2.0) / 2)
+
+
+def test_topk_reverse_kl_by_hand():
+    # three tokens; student (0.5, 0.25, 0.25), teacher (0.25, 0.5, 0.25)
+    student = torch.log(t([[0.5, 0.25, 0.25]])).requires_grad_()
+    teacher = torch.log(t([[0.25, 0.5, 0.25]]))
+    full = teacher.topk(3, -1)
+    # the whole vocabulary: the exact KL, 0.5 ln 2 + 0.25 ln 0.5 + 0 = 0.25 ln 2
+    assert topk_reverse_kl(student, full.indices, full.values).item() == pytest.approx(0.25 * math.log(2))
+    # teacher's top 1 (token 1, 0.5) and a rest bucket: student (0.25, 0.75) vs teacher (0.5, 0.5)
+    top1 = teacher.topk(1, -1)
+    kl = topk_reverse_kl(student, top1.indices, top1.values)
+    assert kl.item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    assert kl.item() <= 0.25 * math.log(2)      # coarsening never raises a KL
+    kl.backward()
+    assert torch.isfinite(student.grad).all()
+    # the student equal to the teacher: zero, with or without the rest bucket
+    for k in (1, 2, 3):
+        top = teacher.topk(k, -1)
+        assert topk_reverse_kl(teacher, top.indices, top.values).item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ratio_band_mask():
