@@ -5,12 +5,14 @@ distillation, against mixed-domain RL and off-policy distillation with the same 
     run_experiment(MOPDExperiment(out="runs/mopd-exp", sft_steps=200, ...))
 
 1. ``base``: SFT of the start model on the reference solutions of every domain's env.
-2. ``expert-<domain>``: GRPO from ``base`` on that domain's env alone.
+2. ``expert-<domain>``: GRPO from ``base`` on that domain's env alone, with a KL term to the base
+   (``expert_beta``).
 3. Three students from ``base``, each trained on the mixture of all domains for ``student_steps``
    steps of ``prompts_per_step × group_size`` samples (the same budget):
-   ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, ``mopd_alpha`` 0),
-   ``mixed-rl`` (GRPO over the mixture) and ``off-policy`` (SFT on the experts' samples of the same
-   problems).
+   ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, ``mopd_alpha`` 0,
+   the exact reverse KL over the teacher's top ``mopd_kl_topk`` tokens, ``mopd_group_size`` samples
+   per problem), ``mixed-rl`` (GRPO over the mixture, the experts' settings) and ``off-policy`` (SFT on
+   the experts' samples of the same problems).
 4. Every model's held-out score per domain on problems from a seed range training never sees: the
    mean reward of ``eval_samples`` samples per problem at the training temperature (pass@1 averaged
    over samples: what RL and reverse-KL distillation optimize, and far less noisy than one greedy
@@ -240,6 +242,16 @@ def markdown(result: dict[str, Any]) -> str:
              f"tiny model on CPU, seed {cfg['seed']}. Students: {cfg['student_steps']} steps × "
              f"{result['samples_per_step']} samples = {cfg['student_steps'] * result['samples_per_step']} "
              "samples each.", ""]
+    if "mopd_lr" in cfg:
+        per_step = result["samples_per_step"]
+        g = cfg.get("mopd_group_size") or cfg["group_size"]
+        kl = (f"exact reverse KL over the teacher's top {cfg['mopd_kl_topk']} tokens at each position"
+              if cfg.get("mopd_kl_topk") else "sampled per-token advantage log π_t − log π_s")
+        lines += [f"Settings: experts GRPO {cfg['expert_steps']} steps × {cfg['prompts_per_step']} problems × "
+                  f"{cfg['group_size']} samples, lr {cfg['expert_lr']:g}, β {cfg.get('expert_beta', 0):g} (KL to the "
+                  f"base); MOPD {per_step // g} problems × {g} samples a step, lr {cfg['mopd_lr']:g}, α "
+                  f"{cfg['mopd_alpha']:g}, {kl}; mixed RL with the experts' settings over both envs; off-policy "
+                  f"SFT on the experts' samples, lr {cfg['distill_lr']:g}.", ""]
     se = result.get("score_se", {})
 
     def table(scores: dict[str, dict[str, float]], interval: Any) -> list[str]:

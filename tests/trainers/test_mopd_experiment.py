@@ -13,11 +13,14 @@ from evalgym.experiments.mopd import MOPDExperiment, markdown, run_experiment
 # Scores are the mean reward of 8 samples per held-out problem at T 1.0 (greedy answers of this tiny
 # model flip on small weight changes: with greedy scoring a CI run of this test read its math expert as
 # 0.06 *below* the base, after an SFT change that only reordered float sums).
-# Measured with these settings (this test, 11.6 min): base 0.40 / 0.29, experts +0.15 (math) and +0.26
-# (countdown), the MOPD student at 0.82 and 0.90 of them and 0.02 below mixed RL's mean (0.47 vs 0.49);
-# on the perf run's second seed base the math expert gained +0.17. Full-scale figures: perf/results/mopd.md.
+# The perf run (40 student steps, 128 problems; perf/results/mopd.md) measured the MOPD student at
+# 0.95 / 0.94 of the experts (seed 0) and 0.99 / 0.96 (seed 1), ahead of mixed RL at every checkpoint.
+# Measured with these settings (this test, 13.2 min): base 0.40 / 0.29, experts +0.23 (math) and +0.30
+# (countdown), the MOPD student at 0.92 / 0.96 of them, mixed RL 0.85 / 0.78; means at 12 and 24 steps
+# MOPD 0.477 / 0.567, mixed RL 0.466 / 0.492.
 BAR_EXPERT_GAIN = 0.05     # mean over domains of expert minus base, in-domain
-BAR_FRACTION = 0.7         # the student's in-domain score over the expert's (the goal: 0.9)
+BAR_FRACTION = 0.8         # the student's in-domain score over the expert's (the goal: 0.9)
+BAR_VS_MIXED = 0.03        # MOPD's mean may trail mixed RL's by at most this (the goal: ahead)
 
 
 @pytest.mark.slow
@@ -38,8 +41,10 @@ def test_mopd_student_approaches_every_expert(tmp_path, tiny_path):
     # the one student keeps most of every expert's in-domain score (the goal: 90 %)
     for d in doms:
         assert scores["mopd"][d] >= BAR_FRACTION * expert[d], (d, scores["mopd"][d], expert[d])
-    # and ends no worse than mixed RL given the same student samples
-    assert mean(scores["mopd"]) >= mean(scores["mixed-rl"]) - 0.08, (scores["mopd"], scores["mixed-rl"])
+    # and is no worse than mixed RL given the same student samples, at both checkpoints
+    for a, b in zip(result["curves"]["mopd"][1:], result["curves"]["mixed-rl"][1:]):
+        assert mean(a) >= mean(b) - BAR_VS_MIXED, (a, b)
+    assert mean(scores["mopd"]) >= mean(scores["mixed-rl"]), (scores["mopd"], scores["mixed-rl"])  # +0.075 measured
     # its reverse KL to the teachers fell, in every domain
     for d, (first, last) in result["mopd_reverse_kl_first_last"].items():
         assert last < first, (d, first, last)
