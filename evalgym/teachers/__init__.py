@@ -65,6 +65,11 @@ class Teacher:
         self.tokens += sum(len(c) for _, c in requests)
         return [list(x) for x in out]
 
+    @property
+    def gives_topk(self) -> bool:
+        """Whether its backend returns top-k logprobs (``score_topk_batch``: hf, vllm)."""
+        return hasattr(self.policy, "score_topk_batch")
+
     def topk(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
              k: int) -> list[tuple[list[list[int]], list[list[float]], list[float]]]:
         """The teacher's ``k`` likeliest tokens and their logprobs at every position of each
@@ -74,11 +79,10 @@ class Teacher:
         Needs a backend with ``score_topk_batch`` (hf, vllm)."""
         if not requests:
             return []
-        fn = getattr(self.policy, "score_topk_batch", None)
-        if fn is None:
+        if not self.gives_topk:
             raise EvalgymError(f"teacher {self.name}: its backend {type(self.policy).__name__} gives no top-k "
                                "logprobs; use kl_topk: 0 (sampled per-token KL) or an hf/vllm teacher")
-        out = fn([(list(p), list(c)) for p, c in requests], k)
+        out = self.policy.score_topk_batch([(list(p), list(c)) for p, c in requests], k)
         for (_, c), (ids, _, own) in zip(requests, out):
             if len(ids) != len(c) or len(own) != len(c):
                 raise EvalgymError(f"teacher {self.name}: gave top-k for {len(ids)} positions of a {len(c)}-token "

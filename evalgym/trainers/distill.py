@@ -152,7 +152,7 @@ def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any
     check_compatible(student_tok, router.teachers(), student_name=cfg.model)
     if cfg.kl_topk and cfg.mode == "on_policy":
         for t in router.teachers():
-            if not hasattr(t.policy, "score_topk_batch"):
+            if not t.gives_topk:
                 raise EvalgymError(f"distill.kl_topk: teacher {t.name} ({cfg.teacher_backend} backend) gives no top-k "
                                    "logprobs; use an hf or vllm teacher, or kl_topk: 0 (the sampled per-token KL)")
     routes = {}
