@@ -180,8 +180,7 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
             run_dir=str(out / "mopd"), **mopd_shape)),
         "mixed-rl": (train_grpo, GRPOConfig(
             model=base, envs=mixture, steps=exp.student_steps, lr=exp.student_lr, beta=exp.expert_beta,
-            save_every=exp.eval_every,
-            run_dir=str(out / "mixed-rl"), **common)),
+            save_every=exp.eval_every, run_dir=str(out / "mixed-rl"), **common)),
         "off-policy": (train_distill, DistillConfig(
             model=base, envs=mixture, teachers=experts, mode="off_policy", steps=exp.student_steps,
             lr=exp.distill_lr, save_every=exp.eval_every, run_dir=str(out / "off-policy"), **common)),

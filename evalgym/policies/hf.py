@@ -216,7 +216,7 @@ class HFPolicy:
     def score_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> list[list[float]]:
         out: list[list[float]] = [[] for _ in requests]
         for i, c, rows in self._completion_logprobs(requests):
-            out[i] = rows[torch.arange(len(c)), torch.tensor(c)].tolist()
+            out[i] = _own(rows, c)
         return out
 
     def score_topk_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
@@ -227,7 +227,7 @@ class HFPolicy:
         out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in requests]
         for i, c, rows in self._completion_logprobs(requests):
             top = rows.topk(min(k, rows.shape[-1]), dim=-1)
-            out[i] = (top.indices.tolist(), top.values.tolist(), rows[torch.arange(len(c)), torch.tensor(c)].tolist())
+            out[i] = (top.indices.tolist(), top.values.tolist(), _own(rows, c))
         return out
 
     @torch.inference_mode()
@@ -267,3 +267,8 @@ class HFPolicy:
 
     def close(self) -> None:
         self.model = None
+
+
+def _own(rows: torch.Tensor, completion: list[int]) -> list[float]:
+    """Each completion token's logprob from the next-token logprobs ``[len(completion), vocab]``."""
+    return rows[torch.arange(len(completion)), torch.tensor(completion)].tolist()

@@ -157,20 +157,9 @@ class VLLMPolicy:
         return self.score_batch([(prompt, token_ids)])[0]
 
     def score_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> list[list[float]]:
-        from vllm.inputs import TokensPrompt
-
-        pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
-        todo = [i for i, (_, c) in enumerate(pairs) if c]
-        out: list[list[float]] = [[] for _ in pairs]
-        if not todo:
-            return out
-        params = self._vllm.SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0)
-        results = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo],
-                                    params, use_tqdm=False)
-        for i, res in zip(todo, results):
-            p, c = pairs[i]
-            plp = res.prompt_logprobs
-            out[i] = [float(plp[len(p) + n][t].logprob) for n, t in enumerate(c)]
+        out: list[list[float]] = [[] for _ in requests]
+        for i, c, at in self._completion_logprobs(requests, 0):
+            out[i] = [float(at[n][t].logprob) for n, t in enumerate(c)]
         return out
 
     def score_topk_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
@@ -178,32 +167,34 @@ class VLLMPolicy:
         """The ``k`` likeliest next tokens at every completion position (vLLM prompt logprobs):
         per request (their ids, their logprobs, each ``[len(completion)][k]`` likeliest first; and
         the logprob of each completion token, as ``score_batch``)."""
-        from vllm.inputs import TokensPrompt
-
         cap = getattr(getattr(getattr(self.llm, "llm_engine", None), "model_config", None), "max_logprobs", None)
         if cap is not None and cap != -1 and k > cap:
             raise EvalgymError(f"vllm {self.name}: top-{k} logprobs asked, the engine gives at most max_logprobs={cap}; "
                                f"start it with max_logprobs={k} (teacher_kwargs: {{max_logprobs: {k}}})")
+        out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in requests]
+        for i, c, at in self._completion_logprobs(requests, k):
+            # each position holds the top k, plus the completion's own token when it ranks below them
+            best = [sorted(pos.items(), key=lambda kv: kv[1].rank)[:k] for pos in at]
+            out[i] = ([[int(tok) for tok, _ in b] for b in best], [[float(lp.logprob) for _, lp in b] for b in best],
+                      [float(at[n][t].logprob) for n, t in enumerate(c)])
+        return out
+
+    def _completion_logprobs(self, requests: Sequence[tuple[Prompt, Sequence[int]]], k: int) -> Iterator[Any]:
+        """(index, completion ids, vLLM's prompt logprobs at each completion position — the top ``k``
+        and the token itself) per request with a non-empty completion, all in one engine call."""
+        from vllm.inputs import TokensPrompt
+
         pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
         todo = [i for i, (_, c) in enumerate(pairs) if c]
-        out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in pairs]
         if not todo:
-            return out
+            return
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k)
         results = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo],
                                     params, use_tqdm=False)
         for i, res in zip(todo, results):
             p, c = pairs[i]
-            ids, lps, own = [], [], []
-            for n, t in enumerate(c):
-                # the top k, plus the completion's own token when it ranks below them
-                at = res.prompt_logprobs[len(p) + n]
-                best = sorted(at.items(), key=lambda kv: kv[1].rank)[:k]
-                ids.append([int(tok) for tok, _ in best])
-                lps.append([float(lp.logprob) for _, lp in best])
-                own.append(float(at[t].logprob))
-            out[i] = (ids, lps, own)
-        return out
+            plp = res.prompt_logprobs
+            yield i, c, [plp[len(p) + n] for n in range(len(c))]
 
     def load_weights(self, weights: Mapping[str, Any] | str) -> None:
         state = load_state_dict_from(weights) if isinstance(weights, str) else weights

@@ -27,6 +27,7 @@ problems of the domain, measured once at the start, minus the student's reward t
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from typing import Any, Literal
@@ -98,7 +99,7 @@ def _aligned_topk(rows: list[tuple[list[int], list[int]]], top: list[tuple[list[
     distribution over ids 0..k-1 (masked out of the loss, but finite)."""
     k = len(top[0][0][0])
     ids = torch.arange(k).expand(len(rows), width, k).clone()
-    lps = torch.full((len(rows), width, k), -float(torch.log(torch.tensor(float(k)))))
+    lps = torch.full((len(rows), width, k), -math.log(k))
     for b, ((p, c), (ti, tl)) in enumerate(zip(rows, top)):
         if c:
             ids[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(ti)
