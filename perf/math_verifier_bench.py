@@ -1,17 +1,24 @@
 """Benchmark: our math grader (``evalgym.verifiers.math.MathVerifier``) against Math-Verify, side by side.
 
 Datasets, each labelled (expected correct or not):
-  table           the hand-labelled rows of ``tests/verifiers/math_cases.py``;
+  table           the hand-labelled rows of ``tests/verifiers/math_cases.py`` (written with the grader);
+  tune            ``tests/verifiers/math_cases_tune.py``: issue 15's table, written before the v2 changes and
+                  looked at while tuning them;
+  unseen          ``tests/verifiers/math_cases_unseen.py``: written and committed with ``tune``, before the v2
+                  changes, and not looked at while tuning (its first score is the one to report);
   math500_equiv   each MATH-500 gold answer vs a value-preserving reformatting of itself, in a sentence;
   math500_wrong   each MATH-500 gold answer vs a deterministic perturbation (a number +1, a tuple swapped).
-Both graders run with the same number of worker processes (ours: ``MathVerifier(workers=N)``; Math-Verify:
-``multiprocessing.Pool(N)``), pools warmed before timing. Reported per dataset: accuracy vs the labels and
-checks/s (wall clock over the dataset). On ``HOSTILE`` predictions: the slowest case for each grader
-(Math-Verify runs each case in its own subprocess under a hard cap, default 30 s).
+Rows of ``tune``/``unseen`` that need the question carry it: ours gets it (``check_batch`` triples),
+Math-Verify has no way to take one. Both graders run with the same number of worker processes (ours:
+``MathVerifier(workers=N)``; Math-Verify: ``multiprocessing.Pool(N)``), pools warmed before timing.
+Reported per dataset: accuracy vs the labels, false positives (graded correct, labelled wrong) and checks/s
+(wall clock over the dataset). ``--ref COMMIT`` adds the accuracy of our grader as it was at COMMIT (run
+in-process from ``git archive``; no throughput). On ``HOSTILE`` predictions: the slowest case for each
+grader (Math-Verify runs each case in its own subprocess under a hard cap, default 30 s).
 
 Writes perf/results/math_verifier.json and perf/results/math_verifier.md (ratios ours / Math-Verify).
 
-    .venv/bin/python perf/math_verifier_bench.py [--workers 2] [--limit N] [--hostile-cap 30]
+    .venv/bin/python perf/math_verifier_bench.py [--workers 2] [--limit N] [--hostile-cap 30] [--ref COMMIT]
 """
 
 from __future__ import annotations
@@ -148,18 +155,27 @@ def perturb(gold: str, idx: int) -> str:
 # ------------------------------------------------------------------------------------------- datasets
 
 
-def load_datasets(limit: int | None) -> dict[str, list[tuple[str, str, bool]]]:
+HAND_WRITTEN = ("table", "tune", "unseen")  # our own rows: mistakes may be quoted in the results
+
+
+def load_datasets(limit: int | None) -> dict[str, list[tuple[str, str, bool, str]]]:
+    """Rows ``(gold, pred, expected, question)``."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "verifiers"))
+    import math_cases_tune
+    import math_cases_unseen
     from math_cases import CASES
 
     rows = [json.loads(line) for line in open(MATH500, encoding="utf-8") if line.strip()]
     if limit:
         rows = rows[:limit]
     golds = [r["answer"] for r in rows]
+    cut = (lambda xs: xs[:limit]) if limit else (lambda xs: xs)
     return {
-        "table": [(g, r, e) for g, r, e, _ in (CASES[:limit] if limit else CASES)],
-        "math500_equiv": [(g, reformat(g, i), True) for i, g in enumerate(golds)],
-        "math500_wrong": [(g, perturb(g, i), False) for i, g in enumerate(golds)],
+        "table": [(g, r, e, "") for g, r, e, _ in cut(CASES)],
+        "tune": [(g, r, e, q) for g, r, e, _, q in cut(math_cases_tune.rows())],
+        "unseen": [(g, r, e, q) for g, r, e, _, q in cut(math_cases_unseen.rows())],
+        "math500_equiv": [(g, reformat(g, i), True, "") for i, g in enumerate(golds)],
+        "math500_wrong": [(g, perturb(g, i), False, "") for i, g in enumerate(golds)],
     }
 
 
@@ -223,28 +239,68 @@ def _score(results: list[bool], labels: list[bool]) -> float:
     return sum(r == e for r, e in zip(results, labels)) / max(1, len(labels))
 
 
-def run_mv(pool, data: list[tuple[str, str, bool]], wrap: bool = False) -> dict:
-    t0 = time.perf_counter()
-    out = pool.map(_mv_star, [(g, p, wrap) for g, p, _ in data], chunksize=1)
-    wall = time.perf_counter() - t0
-    labels = [e for _, _, e in data]
-    return {"accuracy": _score([c for c, _ in out], labels), "wall_s": wall, "checks_per_s": len(data) / wall,
-            "errors": sum(err is not None for _, err in out),
-            "mistake_idx": [i for i, ((_, _, e), (c, _)) in enumerate(zip(data, out)) if c != e]}
+def _false_positives(results: list[bool], labels: list[bool]) -> int:
+    return sum(r and not e for r, e in zip(results, labels))
 
 
-def run_ours(verifier, data: list[tuple[str, str, bool]]) -> dict:
+def run_mv(pool, data: list[tuple[str, str, bool, str]], wrap: bool = False) -> dict:
     t0 = time.perf_counter()
-    out = verifier.check_batch([(g, p) for g, p, _ in data])
+    out = pool.map(_mv_star, [(g, p, wrap) for g, p, _, _ in data], chunksize=1)
     wall = time.perf_counter() - t0
-    labels = [e for _, _, e in data]
-    return {"accuracy": _score([v.correct for v in out], labels), "wall_s": wall, "checks_per_s": len(data) / wall,
+    labels, got = [e for _, _, e, _ in data], [c for c, _ in out]
+    return {"accuracy": _score(got, labels), "false_positives": _false_positives(got, labels), "wall_s": wall,
+            "checks_per_s": len(data) / wall, "errors": sum(err is not None for _, err in out),
+            "mistake_idx": [i for i, (c, e) in enumerate(zip(got, labels)) if c != e]}
+
+
+def run_ours(verifier, data: list[tuple[str, str, bool, str]]) -> dict:
+    t0 = time.perf_counter()
+    out = verifier.check_batch([(g, p, q) for g, p, _, q in data])
+    wall = time.perf_counter() - t0
+    labels, got = [e for _, _, e, _ in data], [v.correct for v in out]
+    return {"accuracy": _score(got, labels), "false_positives": _false_positives(got, labels), "wall_s": wall,
+            "checks_per_s": len(data) / wall,
             "errors": sum(v.error is not None for v in out), "timeouts": sum(v.error == "timeout" for v in out),
             "max_elapsed_s": max((v.elapsed_s for v in out), default=0.0),
             "slowest": sorted(((round(v.elapsed_s, 4), i) for i, v in enumerate(out)), reverse=True)[:5],
-            "mistake_idx": [i for i, ((_, _, e), v) in enumerate(zip(data, out)) if v.correct != e],
-            "mistake_info": [{"error": v.error, "extracted": str(dict(v.details).get("extracted"))[:200]}
-                             for (_, _, e), v in zip(data, out) if v.correct != e]}
+            "mistake_idx": [i for i, (c, e) in enumerate(zip(got, labels)) if c != e],
+            "mistake_info": [{"error": v.error, "extracted": str(dict(v.details).get("extracted"))[:200],
+                              "reason": str(dict(v.details).get("reason"))[:200]}
+                             for v, e in zip(out, labels) if v.correct != e]}
+
+
+_REF_SCRIPT = r"""
+import inspect, json, sys
+from evalgym.verifiers.math import grade
+data = json.load(sys.stdin)
+takes_q = len(inspect.signature(grade).parameters) >= 3
+out = {}
+for name, rows in data.items():
+    got = [bool((grade(g, p, q) if takes_q else grade(g, p))["correct"]) for g, p, _, q in rows]
+    out[name] = got
+print(json.dumps(out))
+"""
+
+
+def run_ref(ref: str, datasets: dict) -> dict:
+    """Accuracy and false positives of our grader as it was at git ``ref`` (in-process, one core)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", ref, "evalgym"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        env = {**os.environ, "PYTHONPATH": tmp}
+        out = subprocess.run([sys.executable, "-c", _REF_SCRIPT], input=json.dumps(datasets), capture_output=True,
+                             text=True, env=env, cwd=tmp)
+    if out.returncode != 0:
+        raise RuntimeError(f"grader at {ref} failed: {out.stderr[-1000:]}")
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    res = {}
+    for name, rows in datasets.items():
+        labels = [e for _, _, e, _ in rows]
+        res[name] = {"accuracy": _score(got[name], labels), "false_positives": _false_positives(got[name], labels),
+                     "mistake_idx": [i for i, (c, e) in enumerate(zip(got[name], labels)) if c != e]}
+    return res
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -256,24 +312,39 @@ def _fmt(x, nd=3) -> str:
 
 
 def render_markdown(res: dict) -> str:
-    lines = [f"# Math grader benchmark: ours vs Math-Verify {res['meta']['math_verify_version']}", "",
+    ref = res["meta"].get("ref")
+    lines = [f"# Math grader benchmark: ours (v{res['meta']['ours_version']}) vs Math-Verify "
+             f"{res['meta']['math_verify_version']}", "",
              f"workers={res['meta']['workers']}, budget={BUDGET_S}s, cpus={res['meta']['cpu_count']}, "
-             f"ours={'available' if res['meta']['ours_available'] else 'NOT AVAILABLE: ' + res['meta']['ours_error']}",
+             f"ours={'available' if res['meta']['ours_available'] else 'NOT AVAILABLE: ' + res['meta']['ours_error']}, "
+             f"{res['meta']['time']}",
              "", "MV = `verify(parse('$'+gold+'$'), parse(pred))`; MV$ = the same with a bare pred put in `$...$`.",
-             "Ratios are ours / MV.", "",
-             "| dataset | n | acc ours | acc MV | acc MV$ | acc ratio | checks/s ours | checks/s MV | speed ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "FP = false positives (graded correct, labelled wrong). Ratios are ours / MV. The `unseen` table's "
+             "one-time score (before any change made after seeing it) is in `math_verifier_unseen_once.md`; "
+             "the rows here are the latest run."
+             + (f" `ref` = our grader at `{ref}` (before the issue-15 changes), in-process." if ref else ""), "",
+             "| dataset | n | acc ours | FP ours | acc MV | FP MV | acc MV$ | FP MV$ |" + (" acc ref | FP ref |" if ref else "")
+             + " acc ratio | checks/s ours | checks/s MV | speed ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if ref else "") + "---:|---:|---:|---:|"]
     for name, d in res["datasets"].items():
-        o, m = d.get("ours") or {}, d["math_verify"]
-        lines.append(f"| {name} | {d['n']} | {_fmt(o.get('accuracy'))} | {_fmt(m['accuracy'])} | "
-                     f"{_fmt(d['math_verify_wrapped']['accuracy'])} | "
-                     f"{_fmt(_ratio(o.get('accuracy'), m['accuracy']), 2)} | {_fmt(o.get('checks_per_s'), 1)} | "
+        o, m, w = d.get("ours") or {}, d["math_verify"], d["math_verify_wrapped"]
+        r = (d.get("ref") or {}) if ref else None
+        lines.append(f"| {name} | {d['n']} | {_fmt(o.get('accuracy'))} | {_fmt(o.get('false_positives'))} | "
+                     f"{_fmt(m['accuracy'])} | {m['false_positives']} | {_fmt(w['accuracy'])} | {w['false_positives']} | "
+                     + (f"{_fmt(r.get('accuracy'))} | {_fmt(r.get('false_positives'))} | " if ref else "")
+                     + f"{_fmt(_ratio(o.get('accuracy'), m['accuracy']), 2)} | {_fmt(o.get('checks_per_s'), 1)} | "
                      f"{_fmt(m['checks_per_s'], 1)} | {_fmt(_ratio(o.get('checks_per_s'), m['checks_per_s']), 2)} |")
     h = res["hostile"]
     lines += ["", "| hostile (n={}) | slowest s ours | slowest s MV | ratio | ours timeouts | MV killed at cap |"
               .format(h["n"]), "|---|---:|---:|---:|---:|---:|",
               f"| slowest case | {_fmt(h['ours_max_s'])} | {_fmt(h['mv_max_s'])} | "
               f"{_fmt(_ratio(h['ours_max_s'], h['mv_max_s']), 3)} | {_fmt(h['ours_timeouts'])} | {h['mv_killed']} |"]
+    for name in HAND_WRITTEN:
+        d = res["datasets"].get(name, {})
+        wrong = (d.get("ours") or {}).get("mistakes")
+        if wrong:
+            lines += ["", f"Our mistakes on `{name}` (gold, response, label):", ""]
+            lines += [f"- `{g!r}` / `{p[:120]!r}` / {e}" for g, p, e, *_ in wrong]
     return "\n".join(lines) + "\n"
 
 
@@ -289,6 +360,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="first N MATH-500 rows (and table rows)")
     ap.add_argument("--hostile-cap", type=float, default=30.0, help="hard cap per Math-Verify hostile case (s)")
+    ap.add_argument("--datasets", default=None, help="comma-separated subset of: table,tune,unseen,math500_equiv,"
+                    "math500_wrong (default: all)")
+    ap.add_argument("--ref", default=None, help="also score our grader as it was at this git commit (accuracy only)")
     ap.add_argument("--mv-one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mv_one:
@@ -303,9 +377,14 @@ def main() -> None:
     from math_cases import HOSTILE
 
     datasets = load_datasets(args.limit)
+    if args.datasets:
+        unknown = set(args.datasets.split(",")) - set(datasets)
+        if unknown:
+            ap.error(f"--datasets: unknown {sorted(unknown)}; known: {sorted(datasets)}")
+        datasets = {k: v for k, v in datasets.items() if k in args.datasets.split(",")}
     ours_error = ""
     try:
-        from evalgym.verifiers.math import MathVerifier
+        from evalgym.verifiers.math import VERSION, MathVerifier
         verifier = MathVerifier(budget_s=BUDGET_S, workers=args.workers)
     except Exception as exc:  # noqa: BLE001 - the grader may be unfinished; still benchmark Math-Verify
         verifier, ours_error = None, f"{type(exc).__name__}: {exc}"[:300]
@@ -316,6 +395,7 @@ def main() -> None:
                           "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "math_verify_version": getattr(math_verify, "__version__", "0.9.0"),
                           "ours_available": verifier is not None, "ours_error": ours_error,
+                          "ours_version": VERSION if verifier is not None else None, "ref": args.ref,
                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, "datasets": {}}
     with mp.get_context("fork").Pool(args.workers, initializer=_mv_init) as pool:
         pool.map(_mv_star, warm, chunksize=1)
@@ -323,7 +403,7 @@ def main() -> None:
             verifier.check_batch(warm)
         for name, data in datasets.items():
             print(f"[bench] {name}: {len(data)} checks", file=sys.stderr)
-            entry = {"n": len(data), "math_verify": run_mv(pool, data),
+            entry = {"n": len(data), "math_verify": run_mv(pool, data),  # type: ignore[dict-item]
                      "math_verify_wrapped": run_mv(pool, data, wrap=True), "ours": None}
             if verifier is not None:
                 try:
@@ -333,7 +413,7 @@ def main() -> None:
             for side in ("math_verify", "math_verify_wrapped", "ours"):
                 if not entry.get(side):
                     continue
-                if name == "table":  # our own hand-written rows may be quoted; MATH-500 rows only by index
+                if name in HAND_WRITTEN:  # our own hand-written rows may be quoted; MATH-500 rows only by index
                     entry[side]["mistakes"] = [list(data[i]) for i in entry[side]["mistake_idx"]]
                 else:  # shown on the terminal, never written into the repo
                     for i in entry[side]["mistake_idx"][:40]:
@@ -341,6 +421,12 @@ def main() -> None:
                     for info in entry[side].get("mistake_info", []):
                         info.pop("extracted", None)
             res["datasets"][name] = entry
+    if args.ref:
+        print(f"[bench] our grader at {args.ref}", file=sys.stderr)
+        for name, ref in run_ref(args.ref, datasets).items():
+            if name in HAND_WRITTEN:
+                ref["mistakes"] = [list(datasets[name][i]) for i in ref["mistake_idx"]]
+            res["datasets"][name]["ref"] = ref
 
     print(f"[bench] hostile: {len(HOSTILE)} cases", file=sys.stderr)
     hostile = {"n": len(HOSTILE), "gold": "5", "cap_s": args.hostile_cap, "ours_max_s": None, "ours_timeouts": None}

@@ -1,8 +1,10 @@
 """GRPO race: evalgym's trainer vs TRL's ``GRPOTrainer``, same model, env, prompts and hyperparameters.
 
-Both start from the same short SFT checkpoint of the tiny model on ``arithmetic`` (trained here with
-evalgym's SFT and cached under ``--work``), then take ``--steps`` GRPO steps in this one process, on
-CPU, with generation by plain transformers (TRL without vLLM; ours with the ``hf`` backend):
+Two starts (``--model``): ``tiny`` — the 1 M-parameter model after a short SFT on one-digit +/- arithmetic
+(trained here with evalgym's SFT and cached under ``--work``); ``smollm2-135m`` — SmolLM2-135M-Instruct as
+it comes (every weight trained), on two-digit sums, where it starts at ~0.18 greedy. Each trainer runs
+``--steps`` GRPO steps in a process of its own (so its peak resident memory is its own), on CPU, with
+generation by plain transformers (TRL without vLLM; ours with the ``hf`` backend):
 
 - the same problems, step by step: TRL's dataset is ``trl_dataset(indices=...)`` of exactly the
   problems our trainer picks at each step, unshuffled, and its reward is ``trl_reward`` (the same
@@ -13,11 +15,15 @@ CPU, with generation by plain transformers (TRL without vLLM; ours with the ``hf
   with one process and no accumulation; advantages normalized by the group's std (see DIFFERENCES).
 
 Per trainer: wall seconds per optimizer step (median over steps 2..N: step 1 pays start-up),
-completion tokens/s (completion tokens / wall time of steps 2..N), training reward, and greedy
-accuracy on the same held-out problems before and after. With ``--repeats 2`` the second repeat runs
-the trainers in the other order (and the next seed), so drift in machine load falls on both.
+completion tokens/s (completion tokens / wall time of steps 2..N), peak resident memory of its process
+(model load and training; read before the held-out evaluation), training reward, and greedy accuracy on the
+same held-out problems before and after — the env's ``eval`` split, disjoint from the ``train`` split both
+trainers draw from. With ``--repeats 2`` the second repeat runs the trainers in the other order (and the
+next seed), so drift in machine load falls on both.
 
     python perf/trl_race.py                      # make bench-trl: ~10 min on 2 cores, + the SFT once
+    python perf/trl_race.py --model smollm2-135m --steps 12 --prompts 4 --group 8 --max-tokens 64 --lr 1e-6 \
+        --held-out 128 --trl-defaults-steps 0 --out perf/results/trl_race_smollm2
     python perf/trl_race.py --steps 5 --held-out 64 --repeats 1 --trl-defaults-steps 0   # a quick look
     python perf/trl_race.py --threads 2 --steps 12 --trl-defaults-steps 0 --out perf/results/trl_race_2threads
 
@@ -44,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENV = "arithmetic"
-ENV_KWARGS = {"ops": "+-"}
-HELD_OUT = {"seed": 10**9, "ops": "+-"}      # procedural seeds far from training's (as the trainer tests)
+TASKS = {"tiny": {"digits": 1, "ops": "+-"},            # 159 train / 41 eval problems
+         "smollm2-135m": {"digits": 2, "ops": "+"}}     # 8132 train / 1868 eval; SmolLM2 starts at ~0.18
+ENV_KWARGS = dict(TASKS["tiny"])                        # set from --model in main()
 
 # What could not be matched exactly, said once in both result files.
 DIFFERENCES = [
@@ -86,19 +93,17 @@ def sft_checkpoint(work: Path, steps: int) -> str:
     return train_sft(cfg, progress=False)["checkpoint"].path
 
 
-def held_out_accuracy(model: Any, tokenizer: Any, num: int) -> float:
-    """Greedy accuracy on ``num`` held-out problems (the same ones for every model)."""
-    from evalgym.policies.base import SamplingParams
+def held_out_accuracy(model: Any, tokenizer: Any, num: int, max_tokens: int = 32) -> float:
+    """Greedy accuracy on the first ``num`` problems of the eval split (the same ones for every model)."""
+    from evalgym.evaluate import EvalSampling, evaluate
     from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect, make_env
 
     was_training = model.training
     model.eval()
-    env = make_env(ENV, **HELD_OUT)
-    acc = collect(HFPolicy.from_model(model, tokenizer), env, num_prompts=num, batch_prompts=64,
-                  sampling=SamplingParams(temperature=0, max_tokens=32)).mean_reward()
+    res = evaluate(HFPolicy.from_model(model, tokenizer), ENV, split="eval", limit=num, env_kwargs=ENV_KWARGS,
+                   batch_prompts=64, sampling=EvalSampling(num_samples=1, temperature=0.0, max_tokens=max_tokens))
     model.train(was_training)
-    return acc
+    return res.score("acc").value
 
 
 def ours_config(a: argparse.Namespace, model: str, seed: int, run_dir: Path):
@@ -205,25 +210,28 @@ def write_atomic(path: Path, text: str) -> None:
 
 def report(meta: dict[str, Any], cfg: dict[str, Any], runs: list[dict[str, Any]], start_acc: float,
            summary: dict[str, Any]) -> str:
+    start = (f"Tiny model (1 M params) SFT'd {cfg['sft_steps']} steps on `{ENV}` {cfg['env_kwargs']}" if cfg["model"] == "tiny"
+             else f"{cfg['model']} as it comes (every weight trained), on `{ENV}` {cfg['env_kwargs']}")
     lines = [f"# GRPO race: evalgym vs TRL {meta['trl']} ({meta['when']}, {meta['cpus']} CPUs, torch {meta['torch']}, "
              f"transformers {meta['transformers']})", "",
-             f"Tiny model (1 M params) SFT'd {cfg['sft_steps']} steps on `{ENV}` (ops +-), then {cfg['steps']} GRPO "
-             f"steps of each trainer in one process: {cfg['prompts']} prompts x {cfg['group']} samples per step, "
+             f"{start}, then {cfg['steps']} GRPO "
+             f"steps of each trainer, each in a process of its own: {cfg['prompts']} prompts x {cfg['group']} samples per step, "
              f"max {cfg['max_tokens']} tokens, temperature {cfg['temperature']}, lr {cfg['lr']} constant, clip "
              f"{cfg['clip']}, beta 0, token-mean loss (TRL `dapo`), the same problems in the same order, the same "
              "verifier. Seconds/step: median wall time of one optimizer step (sampling + grading + update), steps "
-             "2..N; tokens/s: completion tokens / wall time of steps 2..N; held-out: greedy accuracy on "
-             f"{cfg['held_out']} held-out problems (start: {start_acc:.3f}).", "",
+             "2..N; tokens/s: completion tokens / wall time of steps 2..N; peak: the process's peak resident memory "
+             "(load + training); held-out: greedy accuracy on the first "
+             f"{cfg['held_out']} problems of the eval split, disjoint from training's (start: {start_acc:.3f}).", "",
              "| repeat | trainer | s/step | tokens/s | tokens/step | reward (first → last quarter) | held-out acc "
-             "| wall |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| peak MB | wall |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         s = r["summary"]
         lines.append(f"| {r['repeat']} (seed {r['seed']}, {r['position']}) | {r['trainer']} | "
                      f"{s['median_step_s']:.2f} | "
                      f"{s['tokens_per_s']:.0f} | {s['mean_completion_tokens']:.0f} | "
                      f"{s['reward_first_quarter']:.3f} → {s['reward_last_quarter']:.3f} | "
-                     f"{r['held_out_accuracy']:.3f} | "
+                     f"{r['held_out_accuracy']:.3f} | {r.get('peak_rss_mb', 0):.0f} | "
                      f"{s['wall_s']:.0f} s |")
     per_repeat = ", ".join(f"{x:.2f}" for x in summary["tokens_per_s_ratio_per_repeat"])
     lines += ["", f"**Throughput, ours / TRL: {summary['tokens_per_s_ratio']:.2f}x tokens/s, "
@@ -232,7 +240,8 @@ def report(meta: dict[str, Any], cfg: dict[str, Any], runs: list[dict[str, Any]]
               f"Held-out accuracy after {cfg['steps']} steps: ours {summary['ours_held_out']:.3f}, TRL "
               f"{summary['trl_held_out']:.3f} (mean over repeats; ± {summary['held_out_stderr']:.3f} one binomial "
               f"std error each). Training reward, last quarter: ours {summary['ours_reward_last']:.3f}, TRL "
-              f"{summary['trl_reward_last']:.3f}.", "",
+              f"{summary['trl_reward_last']:.3f}. Peak resident memory: ours {summary['ours_peak_rss_mb']:.0f} MB, "
+              f"TRL {summary['trl_peak_rss_mb']:.0f} MB (mean over repeats).", "",
               "TRL defaults changed: " + "; ".join(f"`{k}` {v}" for k, v in TRL_CHANGED_DEFAULTS.items()) + ".", ""]
     own = [r for r in runs if r["trainer"] == "trl, its defaults"]
     if own:
@@ -244,12 +253,47 @@ def report(meta: dict[str, Any], cfg: dict[str, Any], runs: list[dict[str, Any]]
     return "\n".join(lines)
 
 
+def one_run(a: argparse.Namespace) -> dict[str, Any]:
+    """A child process: one trainer, one seed; its steps, wall time, peak resident memory, held-out accuracy."""
+    import resource
+
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    work = Path(a.work)
+    trl_defaults = a.one == "trl-defaults"
+    if a.one == "evalgym":
+        res = run_ours(a, a.start, a.seed, work)
+    else:
+        res = run_trl(a, a.start, a.seed, work, steps=a.trl_defaults_steps if trl_defaults else None,
+                      trl_defaults=trl_defaults)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before evaluation adds anything
+    acc = held_out_accuracy(res["model"], res["tokenizer"], a.held_out, a.eval_tokens)
+    return {"steps": res["steps"], "wall_s": res["wall_s"], "peak_rss_mb": peak_mb, "held_out_accuracy": acc}
+
+
+def child(a: argparse.Namespace, name: str, start: str, seed: int) -> dict[str, Any]:
+    import subprocess
+
+    argv = [sys.executable, __file__, "--one", name, "--start", start, "--seed", str(seed)]
+    for key in ("model", "steps", "prompts", "group", "max_tokens", "lr", "temperature", "clip", "held_out",
+                "trl_defaults_steps", "threads", "work", "eval_tokens"):
+        argv += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} seed {seed} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", choices=sorted(TASKS), help="the start: tiny (after SFT) or smollm2-135m")
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
     ap.add_argument("--group", type=int, default=8, help="samples per prompt (TRL num_generations)")
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--eval-tokens", type=int, default=32, help="max tokens of the held-out greedy answers")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--clip", type=float, default=0.2)
@@ -264,54 +308,61 @@ def main() -> None:
                          "2-core machine two OpenMP threads per process made every step 2-8x slower and far noisier")
     ap.add_argument("--work", default="runs/trl_race", help="SFT checkpoint cache and run folders")
     ap.add_argument("--out", default=str(RESULTS / "trl_race"))
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)      # child: evalgym | trl | trl-defaults
+    ap.add_argument("--start", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ENV_KWARGS.clear()
+    ENV_KWARGS.update(TASKS[a.model])
+    if a.one:
+        print(json.dumps(one_run(a)))
+        return
 
     import torch
     import transformers
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evalgym.models import resolve_model
+
     if a.threads:
         torch.set_num_threads(a.threads)
     work = Path(a.work)
-    sft = sft_checkpoint(work, a.sft_steps)
-    start_acc = held_out_accuracy(AutoModelForCausalLM.from_pretrained(sft), AutoTokenizer.from_pretrained(sft),
-                                  a.held_out)
-    print(f"start: {sft}  held-out accuracy {start_acc:.3f}", flush=True)
-    runners = {"evalgym": run_ours, "trl": run_trl}
+    start = sft_checkpoint(work, a.sft_steps) if a.model == "tiny" else resolve_model(a.model)
+    start_acc = held_out_accuracy(AutoModelForCausalLM.from_pretrained(start), AutoTokenizer.from_pretrained(start),
+                                  a.held_out, a.eval_tokens)
+    print(f"start: {start}  held-out accuracy {start_acc:.3f}", flush=True)
     runs = []
     load = [os.getloadavg()[0]]
     for r in range(a.repeats):
         seed = a.seed + r
         order = ["evalgym", "trl"] if r % 2 == 0 else ["trl", "evalgym"]
         for pos, name in enumerate(order):
-            res = runners[name](a, sft, seed, work)
-            acc = held_out_accuracy(res["model"], res["tokenizer"], a.held_out)
+            res = child(a, name, start, seed)
             s = summarize(res)
             runs.append({"repeat": r, "seed": seed, "trainer": name, "position": "first" if pos == 0 else "second",
-                         "summary": s, "held_out_accuracy": acc, "steps": res["steps"]})
+                         "summary": s, "held_out_accuracy": res["held_out_accuracy"], "peak_rss_mb": res["peak_rss_mb"],
+                         "steps": res["steps"]})
             load.append(os.getloadavg()[0])
             print(f"repeat {r} {name:8s} {s['median_step_s']:.2f} s/step  {s['tokens_per_s']:.0f} tok/s  reward "
-                  f"{s['reward_first_quarter']:.3f} -> {s['reward_last_quarter']:.3f}  held-out {acc:.3f}", flush=True)
-            del res
+                  f"{s['reward_first_quarter']:.3f} -> {s['reward_last_quarter']:.3f}  held-out "
+                  f"{res['held_out_accuracy']:.3f}  peak {res['peak_rss_mb']:.0f} MB", flush=True)
     if a.trl_defaults_steps:
-        res = run_trl(a, sft, a.seed, work, steps=a.trl_defaults_steps, trl_defaults=True)
+        res = child(a, "trl-defaults", start, a.seed)
         s = summarize(res)
         runs.append({"repeat": "-", "seed": a.seed, "trainer": "trl, its defaults", "position": "last",
-                     "summary": s, "held_out_accuracy": held_out_accuracy(res["model"], res["tokenizer"], a.held_out),
+                     "summary": s, "held_out_accuracy": res["held_out_accuracy"], "peak_rss_mb": res["peak_rss_mb"],
                      "steps": res["steps"]})
         print(f"trl with its defaults (bf16 autocast, gradient checkpointing): {s['median_step_s']:.2f} s/step",
               flush=True)
-        del res
 
     def med(trainer: str, key: str) -> float:
         return statistics.median(x["summary"][key] for x in runs if x["trainer"] == trainer)
 
-    def mean_acc(trainer: str) -> float:
-        return statistics.mean(x["held_out_accuracy"] for x in runs if x["trainer"] == trainer)
+    def mean_of(trainer: str, key: str) -> float:
+        return statistics.mean(x[key] for x in runs if x["trainer"] == trainer)
 
-    p = (mean_acc("evalgym") + mean_acc("trl")) / 2
+    p = (mean_of("evalgym", "held_out_accuracy") + mean_of("trl", "held_out_accuracy")) / 2
     def paired(r: int, key: str) -> float:
         ours, theirs = (next(x["summary"][key] for x in runs if x["repeat"] == r and x["trainer"] == t)
                         for t in ("evalgym", "trl"))
@@ -321,16 +372,17 @@ def main() -> None:
                "tokens_per_s_ratio_per_repeat": [paired(r, "tokens_per_s") for r in range(a.repeats)],
                "step_time_ratio_per_repeat": [paired(r, "median_step_s") for r in range(a.repeats)],
                "step_time_ratio": med("trl", "median_step_s") / med("evalgym", "median_step_s"),
-               "ours_held_out": mean_acc("evalgym"), "trl_held_out": mean_acc("trl"),
+               "ours_held_out": mean_of("evalgym", "held_out_accuracy"), "trl_held_out": mean_of("trl", "held_out_accuracy"),
                "held_out_stderr": (p * (1 - p) / a.held_out) ** 0.5,
+               "ours_peak_rss_mb": mean_of("evalgym", "peak_rss_mb"), "trl_peak_rss_mb": mean_of("trl", "peak_rss_mb"),
                "ours_reward_last": med("evalgym", "reward_last_quarter"),
                "trl_reward_last": med("trl", "reward_last_quarter")}
     meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "transformers": transformers.__version__,
-            "trl": trl.__version__, "loadavg_1min": load, "sft_checkpoint": sft}
-    cfg = {k: v for k, v in vars(a).items() if k not in ("work", "out")} | {"env": ENV, "env_kwargs": ENV_KWARGS,
-                                                                           "held_out_env": HELD_OUT}
+            "trl": trl.__version__, "loadavg_1min": load, "start_checkpoint": start}
+    cfg = {k: v for k, v in vars(a).items() if k not in ("work", "out", "one", "start")} | {
+        "env": ENV, "env_kwargs": dict(ENV_KWARGS), "held_out_split": "eval"}
     out = Path(a.out)
     write_atomic(out.with_suffix(".json"), json.dumps(
         {"meta": meta, "config": cfg, "trl_changed_defaults": TRL_CHANGED_DEFAULTS, "differences": DIFFERENCES,

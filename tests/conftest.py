@@ -47,3 +47,20 @@ def smollm2_path() -> str:
     from evalgym.models import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_small_path(smollm2_path, tmp_path_factory) -> str:
+    """SmolLM2-135M-Instruct cut to its first 2 of 30 layers: the real model's tokenizer (49k BPE), tied
+    embeddings, chat template and weights, at test speed — the second target of the trainer tests."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("models") / "smollm2-2layers"
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:2]
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(smollm2_path).save_pretrained(out)
+    return str(out)

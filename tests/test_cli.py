@@ -14,7 +14,8 @@ def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
                           input=input, timeout=300)
 
 
-@pytest.mark.parametrize("argv", [[], ["envs"], ["envs", "list"], ["verify"], ["verify", "math"], ["demo"]])
+@pytest.mark.parametrize("argv", [[], ["envs"], ["envs", "list"], ["envs", "info"], ["verify"], ["verify", "math"],
+                                  ["demo"], ["eval"], ["watch"], ["leaderboard"]])
 def test_help(argv):
     r = run(*argv, "--help")
     assert r.returncode == 0, r.stderr
@@ -25,11 +26,35 @@ def test_envs_list_json(data_dir):
     r = run("--data-dir", str(data_dir), "envs", "list", "--json")
     assert r.returncode == 0, r.stderr
     rows = {row["id"]: row for row in json.loads(r.stdout)}
-    assert rows["evalgym/gsm8k-v0"]["size"] == 1319
+    assert rows["evalgym/gsm8k-v0"]["size"] == 7473       # the default split: train
+    assert rows["evalgym/gsm8k-v0"]["split"] == "train" and rows["evalgym/gsm8k-v0"]["eval_split"] == "test"
     assert rows["evalgym/math500-v0"] == {**rows["evalgym/math500-v0"], "domain": "math", "verifier": "math",
-                                          "version": 0, "size": 500}
-    assert rows["evalgym/arithmetic-v0"]["size"] == "unlimited"
-    assert rows["evalgym/retry-arithmetic-v0"]["max_turns"] == 3
+                                          "version": 0, "size": 500, "split": "test"}
+    assert rows["evalgym/arithmetic-v1"]["size"] == "unlimited"
+    assert rows["evalgym/arithmetic-v1"]["splits"] == ["train", "eval"]
+    assert rows["evalgym/retry-arithmetic-v1"]["max_turns"] == 3
+
+
+def test_envs_info_counts_the_space_and_splits():
+    r = run("envs", "info", "arithmetic", "digits=2", "ops=+", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["id"] == "evalgym/arithmetic-v1" and info["space"] == 10_000 and info["exact"] is True
+    assert info["knobs"] == {"digits": 2, "ops": "+"}
+    assert info["split_sizes"]["train"] + info["split_sizes"]["eval"] == 10_000
+    assert (info["train_split"], info["eval_split"]) == ("train", "eval")
+    r = run("envs", "info", "countdown-gen", "count=4", "max_number=100", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["space"] is None           # too large to count: unknown
+    r = run("envs", "info", "arithmetic")
+    assert r.returncode == 0 and "space: 300 distinct problems" in r.stdout
+
+
+@pytest.mark.parametrize("argv,named", [(["arithmetic", "split=test"], "'test'"), (["nope"], "'nope'"),
+                                        (["arithmetic", "digitz=2"], "digitz")])
+def test_envs_info_errors_name_the_culprit(argv, named):
+    r = run("envs", "info", *argv)
+    assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr
 
 
 def test_envs_list_without_data_says_so(tmp_path):
@@ -86,10 +111,10 @@ def test_verify_usage_errors():
 
 def test_demo_json(data_dir):
     r = run("--data-dir", str(data_dir), "demo", "--num", "20", "--json",
-            "--envs", "evalgym/arithmetic-v0,evalgym/math500-v0")
+            "--envs", "evalgym/arithmetic-v1,evalgym/math500-v0")
     assert r.returncode == 0, r.stderr
     by = {(s["env_id"], s["policy"]): s for s in json.loads(r.stdout)}
-    for env in ("evalgym/arithmetic-v0", "evalgym/math500-v0"):
+    for env in ("evalgym/arithmetic-v1", "evalgym/math500-v0"):
         assert by[(env, "reference")]["accuracy"] == 1.0
         assert by[(env, "hedger")]["accuracy"] == 0.0
         assert 0.4 <= by[(env, "noisy")]["accuracy"] <= 0.95  # p = 0.7 over mixed answer formats

@@ -5,6 +5,9 @@ results store, the leaderboard), then resumed."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,10 @@ import yaml
 from evalgym.errors import EvalgymError
 from evalgym.recipes.spec import load_recipe, plan, recipe_names, resolved
 
-BUILT_IN = ["instructgpt", "llama3", "mopd-2026", "r1", "tulu3"]
+BUILT_IN = ["instructgpt", "llama3", "mopd-2026", "mopd-agentic", "r1", "tulu3"]
+# recipes whose episodes run tools in sandbox sessions (local backend: bubblewrap, as root here)
+AGENTIC = {"mopd-agentic"}
+NO_SANDBOX = os.geteuid() != 0 or not shutil.which("bwrap")
 
 
 def write(tmp_path: Path, text: str, name: str = "r.yaml") -> str:
@@ -40,7 +46,17 @@ def test_built_in_recipes_all_plan():
     assert recipe_names() == BUILT_IN
     for name in BUILT_IN:
         stages = plan(load_recipe(name), "runs")
-        assert stages and all(s.final.name == f"step_{s.config.steps:06d}" for s in stages)
+        assert stages and all(s.final.name == (f"step_{s.config.steps:06d}" if s.trainer != "synth" else "dataset")
+                              for s in stages)
+
+
+def test_eval_limit_larger_than_the_eval_split_is_named():
+    with pytest.raises(EvalgymError) as e:
+        plan(load_recipe("tulu3", ["eval.limit=100"]), "runs")
+    msg = str(e.value)
+    assert "eval.tasks[0] (evalgym_arithmetic) with eval.limit 100" in msg and "holds 41" in msg
+    # mopd-2026's spaces hold its 100 eval problems with room: two-digit sums, countdown over 1..50
+    plan(load_recipe("mopd-2026", ["eval.limit=512"]), "runs")
 
 
 def test_unknown_trainer_is_named(tmp_path):
@@ -129,6 +145,25 @@ def test_plan_resolves_starts_references_overrides_and_scale(tmp_path):
     assert yaml.safe_load(yaml.safe_dump(shown)) == shown
 
 
+def test_synth_stages_are_datasets_referenced_by_later_stages(tmp_path):
+    stages = {s.name: s for s in plan(load_recipe("tulu3"), tmp_path)}
+    mix = stages["sft-mix"]
+    assert mix.trainer == "synth" and not mix.is_policy and mix.final == tmp_path.resolve() / "tulu3" / "sft-mix" / "dataset"
+    assert mix.config.teacher == str(stages["teacher"].final) and mix.config.out_dir == mix.final
+    assert stages["sft"].config.data == str(mix.final) and stages["sft"].start == "base"
+    pairs = stages["dpo-pairs"]
+    assert pairs.config.teacher == str(stages["sft"].final) and pairs.config.pairs == "delta"
+    assert stages["dpo"].start == "sft" and stages["dpo"].config.data == str(pairs.final)   # a dataset is never a `from`
+    assert plan(load_recipe("r1"), tmp_path)[2].config.data.endswith("r1/cold-start-data/dataset")
+    path = write(tmp_path, GOOD.replace("- {name: dpo, trainer: dpo, from: base,",
+                                        "- {name: mix, trainer: synth, config: {teacher: tiny, envs: [arithmetic], n: 0}}\n"
+                                        "  - {name: dpo, trainer: dpo, from: mix,"))
+    with pytest.raises(EvalgymError) as e:
+        plan(load_recipe(path), tmp_path)
+    assert "stages[3].config.n: Input should be greater than or equal to 1" in str(e.value)
+    assert "stages[4].from: 'mix' is a dataset (trainer synth)" in str(e.value)
+
+
 def test_anchors_in_a_recipe_do_not_share_overrides(tmp_path):
     text = """
 name: anchors
@@ -148,12 +183,12 @@ def test_cli_recipes_list_show_and_errors(capsys, tmp_path):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == BUILT_IN
     mopd = next(r for r in rows if r["name"] == "mopd-2026")
-    assert mopd["stages"] == ["sft", "expert-math", "expert-countdown", "student"]
+    assert mopd["stages"] == ["expert-math", "expert-countdown", "student"]
     assert main(["recipes", "show", "mopd-2026", "--out", str(tmp_path), "scale=0.1"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     student = shown["stages"][-1]
-    assert student["trainer"] == "distill" and student["from"] == "sft"
-    assert student["config"]["teachers"]["math"] == str(tmp_path.resolve() / "mopd-2026" / "expert-math" / "step_000004")
+    assert student["trainer"] == "distill" and student["from"] == "base"   # 16 expert steps x 0.1, rounded: 2
+    assert student["config"]["teachers"]["math"] == str(tmp_path.resolve() / "mopd-2026" / "expert-math" / "step_000002")
     assert main(["run", write(tmp_path, GOOD.replace("trainer: grpo", "trainer: ppo")), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "evalgym: error: recipe mini" in err and "stages[2].trainer: unknown trainer 'ppo'" in err
@@ -162,21 +197,68 @@ def test_cli_recipes_list_show_and_errors(capsys, tmp_path):
 
 # -- end to end ------------------------------------------------------------------------------------
 
-# every stage as small as it goes: a step or two, tiny batches, 8-token samples, 4 eval docs
+# every stage as small as it goes: a step or two, tiny batches, 8-token samples, 4 eval docs; synth stages
+# answer 6 prompts and keep every sample (a one-step teacher solves nothing)
 SMOKE = ["threads=1", "scale=0.002", "stages.*.batch_size=4", "stages.*.prompts_per_step=2", "stages.*.group_size=2",
-         "stages.*.max_tokens=8", "stages.*.env_rows=16", "stages.*.num_prompts=4", "stages.*.n=2",
-         "stages.*.min_reward=0", "stages.*.probe_prompts=2", "eval.limit=4", "eval.max_tokens=8"]
-# one stage with two checkpoints: both are evaluated, not only the last
-EXTRA = {"instructgpt": ["stages.sft.steps=2", "stages.sft.save_every=1"]}
+         "stages.*.max_tokens=8", "stages.*.env_rows=16", "stages.*.min_reward=0", "stages.*.probe_prompts=2",
+         "stages.*.num_prompts=6", "stages.*.keep=all", "eval.limit=4", "eval.max_tokens=8"]
+
+
+class PythonThenSubmit:
+    """A tool-call format for the tiny model's 8-token noise: a completion of even length calls ``python``
+    (printing its length), an odd one submits itself, so the agentic recipe's rollouts and evaluation episodes
+    are a mix of one-turn and multi-turn episodes with real tool calls (3 turns at most), whatever is sampled."""
+
+    name = "test-python-then-submit"
+
+    def parse(self, text: str):
+        from evalgym.agentic.tools import ParsedTurn, ToolCall
+
+        if len(text) % 2:
+            return ParsedTurn(calls=(ToolCall("submit", {"answer": text}),))
+        return ParsedTurn(calls=(ToolCall("python", {"code": f"print('turn', {len(text)})"}),))
+
+
+def _scripted(places: list[str]) -> list[str]:
+    return [f"{place}.{env}.{knob}" for place in places for env in ("python-math", "code-tools")
+            for knob in ("parser=test-python-then-submit", "max_turns=3")]
+
+
+# one stage with two checkpoints: both are evaluated, not only the last; the agentic recipe's RL stages and
+# evaluation read tool calls with the scripted parser above (its SFT stage plays the reference transcripts,
+# Hermes calls, with the env's own parser)
+EXTRA = {"instructgpt": ["stages.sft.steps=2", "stages.sft.save_every=1"],
+         "mopd-agentic": _scripted(["eval.env_kwargs", "stages.student.env_kwargs"])
+         + [o for o in _scripted(["stages.expert-math.env_kwargs"]) if "python-math" in o]
+         + [o for o in _scripted(["stages.expert-code.env_kwargs"]) if "code-tools" in o]}
+
+
+class RecipeRuns(dict):
+    """Each recipe's run summary, the recipe run on first use (so `-k NAME` runs only that one), all in one
+    output folder and results store."""
+
+    def __init__(self, out: Path, tiny_path: str):
+        super().__init__()
+        self.out, self.tiny_path = out, tiny_path
+
+    def __missing__(self, name: str) -> dict:
+        from evalgym.recipes import run_recipe
+
+        if name in AGENTIC and NO_SANDBOX:
+            pytest.skip("sandbox sessions need root and bubblewrap here")
+        if name in AGENTIC:
+            from evalgym.agentic.tools import register_parser
+
+            register_parser(PythonThenSubmit())
+        self[name] = run_recipe(load_recipe(name, [f"model={self.tiny_path}", *SMOKE, *EXTRA.get(name, [])]),
+                                self.out, progress=False)
+        return self[name]
 
 
 @pytest.fixture(scope="module")
 def recipe_runs(tmp_path_factory, tiny_path, data_dir):
-    from evalgym.recipes import run_recipe
-
     out = tmp_path_factory.mktemp("recipes")
-    return out, {name: run_recipe(load_recipe(name, [f"model={tiny_path}", *SMOKE, *EXTRA.get(name, [])]), out,
-                                  progress=False) for name in BUILT_IN}
+    return out, RecipeRuns(out, tiny_path)
 
 
 def _events(run_dir: Path) -> int:
@@ -188,6 +270,7 @@ def _events(run_dir: Path) -> int:
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_recipe_runs_end_to_end(recipe_runs, name, tiny_path):
     from evalgym.benchmarks.store import ResultsStore
+    from evalgym.envs.registry import CATALOG, resolve_id
     from evalgym.trainers.checkpoint import step_dirs
 
     out, summaries = recipe_runs
@@ -212,10 +295,15 @@ def test_recipe_runs_end_to_end(recipe_runs, name, tiny_path):
                 assert (f"{name}/{s.name}", f"{name}/{s.name}/{ckpt.name}", task) in scored, (s.name, ckpt, task)
         mine = [r for r in rows if r.run == f"{name}/{s.name}"]
         assert {(r.manifest["stage"], r.manifest["stage_index"]) for r in mine} == {(s.name, s.index)}
-        # evaluated on held-out problems (procedural envs: seed 10**9, training uses 0)
-        assert all(r.manifest["env_kwargs"]["arithmetic"]["seed"] == 10**9 for r in mine)
+        # evaluated on held-out problems: the eval split, and no overlap with the lineage's training, measured
+        assert all(r.manifest["split"] == CATALOG[resolve_id(r.task.removeprefix("evalgym_"))].eval_split
+                   for r in mine)
+        assert all(r.manifest["contamination"]["overlap"] == 0 and r.manifest["contamination"]["trained_problems"] > 0
+                   for r in mine), {r.manifest["contamination"]["overlap"] for r in mine}
     if name == "instructgpt":
         assert len(step_dirs(out / name / "sft")) == 2
+    if name == "mopd-agentic":
+        _check_agentic(out, rows, {s.name: s for s in stages})
     # the leaderboard compares the stages in order
     report = Path(summary["report"])
     assert report == out.resolve() / name / "report" / "leaderboard.md" and Path(summary["html"]).is_file()
@@ -225,12 +313,36 @@ def test_recipe_runs_end_to_end(recipe_runs, name, tiny_path):
     assert (out / name / "recipe.yaml").is_file() and all((s.run_dir / "stage.yaml").is_file() for s in stages)
 
 
+def _check_agentic(out: Path, rows: list, stages: dict) -> None:
+    """mopd-agentic: SFT learnt tool-calling transcripts, every RL stage and evaluation ran multi-turn episodes
+    with real tool calls, the student was distilled from the two experts by domain."""
+    def metrics(stage: str) -> list[dict]:
+        return [json.loads(x) for x in (out / "mopd-agentic" / stage / "metrics.jsonl").read_text().splitlines()]
+
+    # a reference transcript has ~200-500 assistant tokens (tool calls), a bare reference answer 3-40
+    sft = metrics("sft")[-1]
+    assert sft["tokens"] >= 150 * stages["sft"].config.batch_size, sft["tokens"]
+    trained = json.loads((stages["sft"].final / "trained_problems.json").read_text())["by_env"]
+    assert set(trained) == {"evalgym/python-math-v0", "evalgym/code-tools-v0"}, trained
+    for stage in ("expert-math", "expert-code", "student"):
+        m = metrics(stage)[-1]
+        assert m["episode_tool_calls"] > 0 and m["episode_turns"] > 1, (stage, m)
+    expert = {s: str(stages[s].final) for s in ("expert-math", "expert-code")}
+    assert stages["student"].config.teachers == {"math": expert["expert-math"], "code": expert["expert-code"]}
+    # evaluation scores whole episodes: every checkpoint's episodes called tools over several turns
+    calls = [r for r in rows if r.metric == "episode_tool_calls"]
+    turns = {(r.run, r.checkpoint, r.task): r.value for r in rows if r.metric == "episode_turns"}
+    assert calls and all(r.value > 0 and turns[(r.run, r.checkpoint, r.task)] > 1 for r in calls)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_llama3_rejection_sampling_selects_by_the_reward_model(recipe_runs):
-    out, _ = recipe_runs
+    out, runs = recipe_runs
+    runs["llama3"]
     for rnd in ("round1", "round2"):
-        kept = [json.loads(x) for x in (out / "llama3" / f"{rnd}-rs" / "rs_data.jsonl").read_text().splitlines()]
+        # the rejection-sampling stage keeps its chosen samples in selected.jsonl (rs_data.jsonl before the one RL loop)
+        kept = [json.loads(x) for x in (out / "llama3" / f"{rnd}-rs" / "selected.jsonl").read_text().splitlines()]
         assert kept and all(0.0 < r["reward"] < 1.0 for r in kept)   # σ(score), not a 0/1 verifier reward
         config = yaml.safe_load((out / "llama3" / f"{rnd}-rs" / "stage.yaml").read_text())
         assert config["reward_model"] == str(out.resolve() / "llama3" / f"{rnd}-rm" / "step_000001")
@@ -244,7 +356,8 @@ def test_rerun_skips_finished_stages_and_resumes_an_unfinished_one(recipe_runs, 
     from evalgym.benchmarks.store import ResultsStore
     from evalgym.cli import main
 
-    out, _ = recipe_runs
+    out, runs = recipe_runs
+    runs["instructgpt"]
     args = ["run", "instructgpt", "--out", str(out), "--quiet", f"model={tiny_path}", *SMOKE, *EXTRA["instructgpt"]]
     stage_dirs = [out / "instructgpt" / s for s in ("sft", "rm", "rl")]
     events = [_events(d) for d in stage_dirs]
@@ -255,6 +368,10 @@ def test_rerun_skips_finished_stages_and_resumes_an_unfinished_one(recipe_runs, 
     printed = capsys.readouterr().out
     assert f"leaderboard: {out.resolve() / 'instructgpt' / 'report' / 'leaderboard.md'}" in printed
     assert "0 stage(s) trained, 3 skipped" in printed
+    # the stage table: each value with its 95 % interval, the change from the stage it started from
+    rl_row = next(line for line in printed.splitlines() if line.startswith("rl "))
+    assert re.search(r"\d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \([+-]\d\.\d{3}( \*)?\)", rl_row), rl_row
+    assert "*: beyond the stage's 95 % interval" in printed
     assert [_events(d) for d in stage_dirs] == events
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     with ResultsStore(out / "results.sqlite", create=False) as db:
@@ -265,4 +382,6 @@ def test_rerun_skips_finished_stages_and_resumes_an_unfinished_one(recipe_runs, 
     assert "1 stage(s) trained, 2 skipped" in capsys.readouterr().out
     assert [_events(d) for d in stage_dirs] == [events[0] + 1, *events[1:]]
     meta = json.loads((out / "instructgpt" / "sft" / "step_000002" / "meta.json").read_text())
-    assert meta["parent"].endswith("instructgpt/sft/step_000001")
+    # parent is the run's start model (what lineage walks for contamination), kept across a resume; that it
+    # resumed rather than restarted is the single added event above
+    assert meta["parent"] == tiny_path

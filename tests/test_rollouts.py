@@ -37,7 +37,7 @@ def test_groups_and_rewards_come_from_the_envs_verifier(tiny_policy):
     st = r.stats
     assert st.trajectories == 15 and st.completion_tokens == sum(len(t.final.completion.token_ids) for t in r.trajectories)
     assert 0 <= st.verify_wait_share <= 1 and st.tokens_per_s > 0
-    assert st.per_env["evalgym/arithmetic-v0"]["trajectories"] == 15
+    assert st.per_env[env.source.info.id]["trajectories"] == 15
 
 
 def test_a_policy_that_answers_right_gets_reward_one(tiny_policy):
@@ -87,9 +87,9 @@ def test_multi_turn_env_gets_feedback_and_more_turns(tiny_policy):
 def test_a_mixture_of_envs_in_one_collection(tiny_policy):
     a, b = make_env("arithmetic"), make_env("countdown-gen")
     r = collect_many(tiny_policy, [(a, 0), (b, 0), (a, 1)], n=2, sampling=SP, seed=0)
-    assert [g.problem.env_id for g in r.groups] == ["evalgym/arithmetic-v0", "evalgym/countdown-gen-v0",
-                                                    "evalgym/arithmetic-v0"]
-    assert set(r.stats.per_env) == {"evalgym/arithmetic-v0", "evalgym/countdown-gen-v0"}
+    assert [g.problem.env_id for g in r.groups] == ["evalgym/arithmetic-v1", "evalgym/countdown-gen-v1",
+                                                    "evalgym/arithmetic-v1"]
+    assert set(r.stats.per_env) == {"evalgym/arithmetic-v1", "evalgym/countdown-gen-v1"}
     assert r.groups[1].trajectories[0].final.verdict.verifier == b.verifier.verify(b.problem or b.source.problem(0), "x").verifier
 
 

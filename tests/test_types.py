@@ -38,7 +38,8 @@ def _trajectory(problem: Problem, reward: float, sample: int) -> Trajectory:
                                    if turn else ())
         steps.append(Step(messages=msgs, completion=completion, verdict=verdict, reward=verdict.reward))
     return Trajectory(problem=problem, steps=tuple(steps), reward=reward, truncated=False, sample_index=sample,
-                      policy="Qwen/Qwen2.5-0.5B", policy_step=100, teacher_logprobs=(-0.1, -0.2, -0.3))
+                      policy="Qwen/Qwen2.5-0.5B", policy_step=100, teacher_logprobs=(-0.1, -0.2, -0.3),
+                      metrics={"success": float(reward), "turns": 2.0, "tool_calls": 3.0, "tool_errors": 1.0})
 
 
 def _group() -> TrajectoryGroup:
@@ -56,6 +57,10 @@ def test_round_trip_trajectory_group():
     assert back.problem.extra["nested"] == {"k": [1, {"z": None}]}
     assert back.trajectories[1].steps[0].verdict.details["parsed"] == [0, "x"]
     assert back.trajectories[0].steps[1].verdict.elapsed_s == 0.012
+    assert dict(back.trajectories[0].metrics) == {"success": 1.0, "turns": 2.0, "tool_calls": 3.0, "tool_errors": 1.0}
+    assert dict(back.trajectories[1].metrics)["success"] == 0.0
+    old = {k: v for k, v in data["trajectories"][0].items() if k != "metrics"}  # written before metrics existed
+    assert dict(from_dict(Trajectory, old).metrics) == {}
 
 
 def test_round_trip_restores_types():

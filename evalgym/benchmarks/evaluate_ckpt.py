@@ -1,82 +1,112 @@
-"""Evaluate a model or checkpoint on tasks with lm-eval and record every score, with its 95% interval and
-the manifest that produced it, in the results store. ``evalgym eval`` and ``evalgym watch`` run this.
+"""Evaluate a model or checkpoint on tasks and record every score (with its 95 % interval), its per-sample
+records, its contamination check and the manifest that produced it in the results store.
+``evalgym eval``, ``evalgym watch`` and the recipe runner run this.
 
     spec = EvalSpec(tasks=["evalgym_arithmetic", "gsm8k"], limit=64)
     rows = evaluate_model("runs/sft/step_000200", spec, store=ResultsStore("runs/results.sqlite"))
 
-    # in a training script: every checkpoint the trainer saves is evaluated right after the save
-    with evaluate_on_save(EvalSpec(tasks=["evalgym_arithmetic"], limit=64), ResultsStore(...)):
-        train_sft(cfg)
+    # in a training script: evaluate every checkpoint right after it is saved (an explicit step of the loop)
+    with CheckpointEvaluator(EvalSpec(tasks=["evalgym_arithmetic"], limit=64), store) as evaluator:
+        train_sft(cfg, after_save=evaluator)
 
-Resume: each task is evaluated on its own and recorded in one transaction, so a run killed at any
-point (SIGKILL too) and started again skips every (run, checkpoint, task) already in the store.
+Env tasks (``evalgym_<env>``) go through the evaluation driver (``evalgym.evaluate``) on the env's
+evaluation split; lm-eval's own tasks through lm-eval with its defaults (``evalgym.benchmarks.lmeval_run``).
 
-Intervals: a score whose per-doc values are all 0/1 gets a Wilson 95% interval (instruction-level
-IFEval scores: over all instructions); any other mean (pass@1 from k samples, mean@k, a mean reward)
-a seeded percentile bootstrap over docs. ``stderr`` is lm-eval's where it reports one.
+The store key is (run id, checkpoint, task, settings hash): the run id is the resolved run folder (or the
+model, with the run name it is evaluated under), never a basename, and the settings hash covers every
+evaluation setting (task and verifier versions, split, limit, samples, sampling, max tokens, thinking tags,
+env kwargs, seeds, few-shot, chat template, backend, lm-eval version), so a changed setting makes a new
+evaluation. Resume: each task is recorded in one transaction, so a run killed at any point (SIGKILL too)
+and started again skips every evaluation already stored. A task that fails is stored as an error (shown in
+the leaderboard) and the others still run; :class:`EvaluationFailed` is raised at the end, naming them.
+
+Contamination: for a checkpoint, the overlap of the evaluated problems with everything its lineage trained
+on (``evalgym.benchmarks.contamination``) is stored with the score (``manifest["contamination"]``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalgym.benchmarks.store import ResultRow, ResultsStore, utc_now
+from evalgym.benchmarks.contamination import contamination
+from evalgym.benchmarks.lmeval import TaskRef, task_names
+from evalgym.benchmarks.store import ResultRow, ResultsStore, eval_key, utc_now
 from evalgym.errors import EvalgymError
-from evalgym.evaluate import wilson
+from evalgym.evaluate import THINK_TAGS, EvalSampling, Score, eval_env, eval_indices, evaluate
 
 log = logging.getLogger(__name__)
-BOOTSTRAP_ITERS = 2000
+
+
+class EvaluationFailed(EvalgymError):
+    """Some tasks failed (their errors are in the store); ``rows`` holds what the others scored."""
+
+    def __init__(self, message: str, rows: list[ResultRow], failures: list[tuple[str, str]]):
+        super().__init__(message)
+        self.rows, self.failures = rows, failures
 
 
 @dataclass
 class EvalSpec:
-    """What to evaluate and how (CLI flags of ``evalgym eval`` / ``watch``)."""
+    """What to evaluate and how (the flags of ``evalgym eval`` / ``watch``, a recipe's ``eval``)."""
 
     tasks: list[str]
     limit: int | None = None
-    num_samples: int = 1                  # samples per doc of env tasks (pass@k, mean@k)
-    temperature: float | None = None      # env tasks: None = greedy for 1 sample, 1.0 for several
-    max_tokens: int = 256                 # env tasks' generation budget
-    seed: int = 0
+    num_samples: int = 1                  # samples per problem (pass@k, mean@k)
+    temperature: float | None = None      # None: greedy for 1 sample, 1.0 for several
+    max_tokens: int = 256                 # generation budget of env tasks (and lm-eval tasks' default)
+    seed: int = 0                         # sampling seed (lm-eval's own seeds stay at lm-eval's defaults)
     backend: str = "hf"
     device: str | None = None
     threads: int | None = None            # hf: torch threads (process-wide; default: torch's own)
-    num_fewshot: int | None = None        # standard tasks (None: the task's own)
-    chat_template: bool | None = None     # None: when the model has one
+    num_fewshot: int | None = None        # lm-eval tasks (None: the task's own)
+    fewshot_seed: int = 1234              # lm-eval tasks: lm-eval's default
+    chat_template: bool | None = None     # None: env tasks through the chat template, lm-eval tasks without
+    think: tuple[str, str] | None = THINK_TAGS   # thinking section cut before answers are read
+    split: str | None = None              # env tasks: None = each env's evaluation split
     include_path: list[str] = field(default_factory=list)
     data_dir: str | None = None
     env_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # env name -> source knobs
 
-    def manifest(self) -> dict[str, Any]:
-        return {"sampling": {"num_samples": self.num_samples, "temperature": self.temperature,
-                             "max_tokens": self.max_tokens, "seed": self.seed},
-                "limit": self.limit, "num_fewshot": self.num_fewshot, "backend": self.backend, "seed": self.seed,
-                "env_kwargs": self.env_kwargs or None}
+    def sampling(self) -> EvalSampling:
+        return EvalSampling(num_samples=self.num_samples, temperature=self.temperature, max_tokens=self.max_tokens,
+                            seed=self.seed, think=self.think)
+
+    def knobs(self, ref: TaskRef) -> dict[str, Any]:
+        """The env kwargs given for this env task (by env name, id or task name)."""
+        from evalgym.envs.registry import CATALOG
+
+        info = CATALOG[ref.env_id] if ref.env_id else None
+        for key in ((info.name, info.id, ref.name) if info else (ref.name,)):
+            if key in self.env_kwargs:
+                return dict(self.env_kwargs[key] or {})
+        return {}
 
 
 @dataclass(frozen=True)
 class Target:
-    """Who is evaluated: ``model`` (what the engine loads), and the store key (run, checkpoint, step)."""
+    """Who is evaluated: ``model`` (what the engine loads) and its store identity: ``run_id`` (unique:
+    the resolved run folder, or the model), ``run`` (display name), ``checkpoint`` (display), ``step``."""
 
     model: str
     run: str
     checkpoint: str
     step: int | None
+    run_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def describe(model: str, run: str | None = None, step: int | None = None) -> Target:
-    """A checkpoint folder (``run_dir/step_000100`` with ``meta.json``) is keyed by its run and step;
-    anything else (``tiny``, a model folder, a hub id) by its name, with run defaulting to it."""
+    """A checkpoint folder (``run_dir/step_000100`` with ``meta.json``) is keyed by its run folder and step;
+    anything else (``tiny``, a model folder, a hub id) by its name or resolved folder, prefixed by ``run@``
+    when it is evaluated under a run name of its own."""
     path = Path(model)
     meta_file = path / "meta.json"
     if meta_file.is_file():
@@ -86,69 +116,19 @@ def describe(model: str, run: str | None = None, step: int | None = None) -> Tar
             raise EvalgymError(f"{meta_file}: not JSON ({exc})") from None
         run_name = run or str(meta.get("run_id") or path.resolve().parent.name)
         return Target(str(path), run_name, f"{run_name}/{path.name}",
-                      step if step is not None else int(meta.get("step", 0)), meta)
-    return Target(str(model), run or str(model), str(model), step)
+                      step if step is not None else int(meta.get("step", 0)), str(path.resolve().parent), meta)
+    run_id = str(path.resolve()) if path.is_dir() else str(model)
+    if run and run != str(model):
+        # a plain model has no run folder: the name it is evaluated under is part of its identity, so one
+        # model evaluated as two runs (each recipe's stage-0 base, ``--run a`` then ``--run b``) is two
+        # evaluations, each found under its own name, never one skipped as "already stored" under the other
+        run_id = f"{run}@{run_id}"
+    return Target(str(model), run or str(model), str(model), step, run_id)
 
 
-# -- scores ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Score:
-    metric: str
-    value: float
-    stderr: float | None
-    ci_low: float
-    ci_high: float
-    n: int
-
-
-def bootstrap_ci(values: Sequence[float], seed: int = 0, iters: int = BOOTSTRAP_ITERS) -> tuple[float, float]:
-    """Percentile 95% interval of the mean by resampling ``values`` (seeded: reproducible)."""
-    n = len(values)
-    if n == 0:
-        return (0.0, 1.0)
-    rng = random.Random(seed)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(iters))
-    return (means[int(0.025 * iters)], means[min(iters - 1, int(0.975 * iters))])
-
-
-def interval(values: Sequence[Any], seed: int = 0) -> tuple[float, float, float, int, float]:
-    """(mean, ci_low, ci_high, n, stderr) of per-doc values; lists (per-instruction) are flattened."""
-    flat = [float(x) for v in values for x in (v if isinstance(v, (list, tuple)) else [v])]
-    n = len(flat)
-    if n == 0:
-        return (math.nan, 0.0, 1.0, 0, math.nan)
-    mean = sum(flat) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in flat) / (n - 1)) if n > 1 else 0.0
-    if all(x in (0.0, 1.0) for x in flat):
-        lo, hi = wilson(sum(flat), n)
-    else:
-        lo, hi = bootstrap_ci(flat, seed)
-    return mean, lo, hi, n, sd / math.sqrt(n)
-
-
-def task_scores(results: dict[str, Any], task: str, seed: int = 0) -> list[Score]:
-    """Every metric lm-eval reported for ``task``, with its interval from the logged samples."""
-    agg = results["results"][task]
-    samples = results.get("samples", {}).get(task, [])
-    scores = []
-    for key, value in agg.items():
-        if "," not in key or "_stderr," in key or not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        metric, flt = key.split(",", 1)
-        per_doc = [s[metric] for s in samples if s.get("filter") == flt and metric in s]
-        mean, lo, hi, n, sd = interval(per_doc, seed)
-        stderr = agg.get(f"{metric}_stderr,{flt}")
-        stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else sd
-        if per_doc and abs(mean - float(value)) > 1e-6:
-            raise EvalgymError(f"{task}: lm-eval's {key}={value} disagrees with its samples' mean {mean}")
-        name = metric if flt == "none" else f"{metric},{flt}"
-        scores.append(Score(name, float(value), stderr if math.isfinite(stderr) else None, lo, hi, n))
-    return scores
-
-
-# -- evaluation ------------------------------------------------------------------------------------
+def settings_hash(settings: dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class PolicyCache:
@@ -180,166 +160,212 @@ class PolicyCache:
 
 
 def _versions() -> dict[str, Any]:
-    import lm_eval
-
-    from evalgym.trainers.checkpoint import git_sha
-
-    return {"lm_eval_version": getattr(lm_eval, "__version__", None) or _dist_version("lm_eval"),
-            "git_sha": git_sha()}
-
-
-def _dist_version(name: str) -> str | None:
     import importlib.metadata
+    import subprocess
 
     try:
-        return importlib.metadata.version(name)
+        lm_eval_version = importlib.metadata.version("lm_eval")
     except importlib.metadata.PackageNotFoundError:
-        return None
+        lm_eval_version = None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"lm_eval_version": lm_eval_version, "git_sha": sha}
+
+
+# -- one task ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    ref: TaskRef
+    settings: dict[str, Any]
+    run: Callable[[Any], tuple[list[Score], list[dict[str, Any]], list[str] | None, dict[str, Any]]]
+
+
+def _prepare_env(ref: TaskRef, spec: EvalSpec) -> _Prepared:
+    knobs = spec.knobs(ref)
+    text_env, split = eval_env(ref.env_id or ref.name, split=spec.split, env_kwargs=knobs, data_dir=spec.data_dir,
+                               think=spec.think)
+    indices = eval_indices(text_env, spec.limit)    # too many asked -> an error now, before anything runs
+    sampling = spec.sampling()
+    info = text_env.source.info
+    settings = {"kind": "env", "task": ref.name, "env_id": info.id, "task_version": info.version,
+                "verifier": text_env.verifier.name, "verifier_version": str(text_env.verifier.version),
+                "split": split, "limit": spec.limit, "docs": len(indices), "env_kwargs": knobs,
+                "sampling": sampling.as_dict(), "backend": spec.backend}
+
+    def run(policy: Any) -> tuple[list[Score], list[dict[str, Any]], list[str] | None, dict[str, Any]]:
+        result = evaluate(policy, text_env, indices=indices, sampling=sampling)
+        extra = {"eval_s": round(result.wall_s, 3), "grader_errors": result.grader_errors,
+                 "tokens_per_s": round(result.stats.get("tokens_per_s", 0.0), 1)}
+        return result.scores, [r.as_dict() for r in result.records], result.hashes, extra
+    return _Prepared(ref, settings, run)
+
+
+def _prepare_lmeval(ref: TaskRef, spec: EvalSpec) -> _Prepared:
+    from evalgym.benchmarks.lmeval import build_standard_task
+    from evalgym.benchmarks.lmeval_run import run_lmeval_task, task_version
+
+    tasks = build_standard_task(ref.name, data_dir=spec.data_dir, include_path=spec.include_path)
+    chat = bool(spec.chat_template)
+    settings = {"kind": "lmeval", "task": ref.name, "task_version": task_version(tasks), "limit": spec.limit,
+                "num_fewshot": spec.num_fewshot, "fewshot_seed": spec.fewshot_seed, "chat_template": chat,
+                "num_samples": spec.num_samples, "temperature": spec.temperature, "max_tokens": spec.max_tokens,
+                "seed": spec.seed, "think": list(spec.think) if spec.think else None, "backend": spec.backend,
+                "lm_eval_version": _versions()["lm_eval_version"]}
+
+    def run(policy: Any) -> tuple[list[Score], list[dict[str, Any]], list[str] | None, dict[str, Any]]:
+        t0 = time.perf_counter()
+        out = run_lmeval_task(policy, ref.name, limit=spec.limit, num_samples=spec.num_samples,
+                              temperature=spec.temperature, max_tokens=spec.max_tokens, seed=spec.seed,
+                              num_fewshot=spec.num_fewshot, fewshot_seed=spec.fewshot_seed, chat_template=chat,
+                              think=spec.think, data_dir=spec.data_dir, include_path=spec.include_path, tasks=tasks)
+        config = out.configs.get(out.task, {})
+        return out.scores, out.records, out.hashes, {
+            "eval_s": round(time.perf_counter() - t0, 3), "docs": out.n_docs,
+            "num_fewshot_used": config.get("num_fewshot"), "generation_kwargs": config.get("generation_kwargs")}
+    return _Prepared(ref, settings, run)
+
+
+def prepare(ref: TaskRef, spec: EvalSpec) -> _Prepared:
+    """A task's settings (what its store key hashes) and how to run it; bad settings raise here."""
+    if ref.kind == "env":
+        if spec.chat_template is False:
+            raise EvalgymError(f"{ref.name}: env tasks are chat prompts (the rollout's); --chat-template off "
+                               "applies to lm-eval tasks only")
+        return _prepare_env(ref, spec)
+    return _prepare_lmeval(ref, spec)
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
 
 
 def evaluate_model(model: str | Target, spec: EvalSpec, *, store: ResultsStore | None = None,
                    run: str | None = None, policies: PolicyCache | None = None,
                    on_task: Callable[[str, str, list[ResultRow]], None] | None = None,
                    manifest: dict[str, Any] | None = None) -> list[ResultRow]:
-    """Evaluate ``model`` on ``spec.tasks``; record each task's rows as soon as it finishes. Tasks the
-    store already has for this (run, checkpoint) are skipped (their stored rows are returned).
-    ``on_task(task, "done" | "skipped", rows)`` reports progress."""
-    import lm_eval
-
-    from evalgym.benchmarks.lmeval import ENV_PREFIX, PolicyLM, build_task, task_manager, task_names
-
+    """Evaluate ``model`` on ``spec.tasks``; record each task as soon as it finishes. Evaluations the store
+    already has (same key) are skipped and their rows returned. ``on_task(task, "done" | "skipped" |
+    "error", rows)`` reports progress. Raises :class:`EvaluationFailed` after the other tasks if any failed."""
     target = model if isinstance(model, Target) else describe(model, run)
-    names = task_names(",".join(spec.tasks))
+    refs = task_names(spec.tasks, spec.include_path)
+    prepared = [prepare(ref, spec) for ref in refs]          # every bad name or setting before anything runs
     own_policies = policies is None
     policies = policies or PolicyCache(spec.backend, spec.device, spec.threads)
     versions = {**_versions(), **(manifest or {})}
     out: list[ResultRow] = []
+    failures: list[tuple[str, str]] = []
     try:
-        for name in names:
-            if store is not None and store.done(target.run, target.checkpoint, name):
-                rows = [r for r in store.rows(runs=[target.run], tasks=[name]) if r.checkpoint == target.checkpoint]
+        for p in prepared:
+            name, key = p.ref.name, settings_hash(p.settings)
+            if store is not None and store.done(target.run_id, target.checkpoint, name, key):
+                rows = store.rows(eval_id=eval_key(target.run_id, target.checkpoint, name, key))
                 out.extend(rows)
                 if on_task:
                     on_task(name, "skipped", rows)
                 continue
-            t0 = time.perf_counter()
-            env_options = ({"num_samples": spec.num_samples, "temperature": spec.temperature,
-                            "max_tokens": spec.max_tokens, "env_kwargs": spec.env_kwargs.get(name.removeprefix(ENV_PREFIX))}
-                           if name.startswith(ENV_PREFIX) else {})
-            tasks = build_task(name, data_dir=spec.data_dir, include_path=spec.include_path, **env_options)
-            lm = PolicyLM(policies.get(target.model), seed=spec.seed, max_gen_toks=spec.max_tokens)
-            chat = lm.chat if spec.chat_template is None else spec.chat_template
-            results = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=spec.limit, num_fewshot=spec.num_fewshot,
-                                              apply_chat_template=chat, log_samples=True, bootstrap_iters=1000,
-                                              task_manager=task_manager((), False),  # tasks are built: no index
-                                              random_seed=spec.seed, numpy_random_seed=spec.seed,
-                                              torch_random_seed=spec.seed, fewshot_random_seed=spec.seed)
-            wall = time.perf_counter() - t0
-            rows = rows_from_results(results, name, target, spec, {**versions, "chat_template": bool(chat),
-                                                                   "eval_s": round(wall, 3)})
-            if store is not None:
-                store.record(rows)
-            out.extend(rows)
-            if on_task:
-                on_task(name, "done", rows)
+            base = {"model": target.model, "step": target.step, "run_id": target.run_id, "settings": p.settings,
+                    "task_version": p.settings.get("task_version"), "verifier": p.settings.get("verifier"),
+                    "verifier_version": p.settings.get("verifier_version"), "split": p.settings.get("split"),
+                    "sampling": p.settings.get("sampling") or {k: p.settings.get(k) for k in
+                                                               ("num_samples", "temperature", "max_tokens", "seed")},
+                    "limit": spec.limit, "seed": spec.seed, "backend": spec.backend,
+                    "env_kwargs": p.settings.get("env_kwargs"), "recipe": target.meta.get("recipe"),
+                    "stage": target.meta.get("stage"), "parent": target.meta.get("parent"), **versions}
+            try:
+                scores, samples, hashes, extra = p.run(policies.get(target.model))
+                checked = (contamination(target.model, hashes) if hashes is not None else
+                           {"overlap": None, "reason": f"{name}: its problems are not ones evalgym can hash"})
+                m = json.loads(json.dumps({**base, **extra, "contamination": checked, "time": utc_now()}, default=str))
+                rows = [ResultRow(target.run, target.checkpoint, target.step, name, s.metric, s.value, stderr=s.stderr,
+                                  ci_low=s.ci_low, ci_high=s.ci_high, n=s.n, manifest=m, run_id=target.run_id,
+                                  settings_hash=key) for s in scores]
+                if store is not None:
+                    store.record(rows, samples=samples)
+                out.extend(rows)
+                if on_task:
+                    on_task(name, "done", rows)
+            except Exception as exc:  # noqa: BLE001 - stored and shown; the other tasks still run
+                message = f"{type(exc).__name__}: {exc}"
+                log.exception("evaluating %s on %s failed", target.model, name)
+                failures.append((name, message))
+                if store is not None:
+                    store.record_error(target.run, target.checkpoint, target.step, name, message,
+                                       run_id=target.run_id, settings_hash=key, manifest=base)
+                if on_task:
+                    on_task(name, "error", [])
     finally:
         if own_policies:
             policies.close()
+    if failures:
+        raise EvaluationFailed(f"{target.checkpoint}: {len(failures)} task(s) failed (stored with their error): "
+                               + "; ".join(f"{n}: {m[:300]}" for n, m in failures), out, failures)
     return out
-
-
-def rows_from_results(results: dict[str, Any], name: str, target: Target, spec: EvalSpec,
-                      extra: dict[str, Any]) -> list[ResultRow]:
-    """Store rows of one ``--tasks`` entry (a group gives rows for each of its tasks)."""
-    rows = []
-    for task in results["results"]:
-        if task not in results.get("configs", {}):
-            continue  # a group's aggregate line; its tasks have their own rows
-        config = results["configs"][task]
-        meta = config.get("metadata") or {}
-        manifest = {
-            "model": target.model, "step": target.step, "task_version": results.get("versions", {}).get(task),
-            "verifier": meta.get("verifier"), "verifier_version": meta.get("verifier_version"),
-            "env_id": meta.get("env_id"), "data": meta.get("data"),
-            "docs": results.get("n-samples", {}).get(task, {}).get("effective"),
-            "num_fewshot": results.get("n-shot", {}).get(task, config.get("num_fewshot")),
-            "generation_kwargs": config.get("generation_kwargs"),
-            "recipe": target.meta.get("recipe"), "stage": target.meta.get("stage"),
-            "run_id": target.meta.get("run_id"), "parent": target.meta.get("parent"),
-            "time": utc_now(), **spec.manifest(), **extra,
-        }
-        task_key = name if task == name or len(results["configs"]) == 1 else task
-        for s in task_scores(results, task, spec.seed):
-            rows.append(ResultRow(target.run, target.checkpoint, target.step, task_key, s.metric, s.value,
-                                  stderr=s.stderr, ci_low=s.ci_low, ci_high=s.ci_high, n=s.n,
-                                  manifest=json.loads(json.dumps(manifest, default=str))))
-    return rows
 
 
 def format_rows(rows: Sequence[ResultRow]) -> tuple[list[str], list[list[str]]]:
     """(header, cells) of the ``evalgym eval`` table."""
-    header = ["task", "metric", "value", "95% CI", "n", "checkpoint"]
-    cells = [[r.task, r.metric, f"{r.value:.4f}",
-              f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None and r.ci_high is not None else "-",
-              str(r.n if r.n is not None else "-"), r.checkpoint] for r in rows]
+    header = ["task", "metric", "value", "95% CI", "n", "overlap", "checkpoint"]
+    cells = []
+    for r in rows:
+        c = r.manifest.get("contamination") or {}
+        overlap = "-" if not c else ("?" if c.get("overlap") is None else f"{c['overlap']}/{c.get('eval_problems')}")
+        cells.append([r.task, r.metric, f"{r.value:.4f}",
+                      f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None and r.ci_high is not None else "-",
+                      str(r.n if r.n is not None else "-"), overlap, r.checkpoint])
     return header, cells
 
 
 def row_dict(row: ResultRow) -> dict[str, Any]:
+    from dataclasses import asdict
+
     return asdict(row)
 
 
-# -- the in-process checkpoint loop ---------------------------------------------------------------
+# -- after a save: an explicit step of the training loop ------------------------------------------------
 
 
-class OnSaveEvaluator:
-    """Subscribed to ``evalgym.trainers.checkpoint``: evaluates each checkpoint right after it is saved
-    (training waits meanwhile; ``evalgym watch`` is the non-blocking alternative). An evaluation that
-    fails is logged and kept in ``errors``; it does not stop training."""
+class CheckpointEvaluator:
+    """An ``after_save`` hook for the trainers (``train_sft(cfg, after_save=evaluator)``): evaluates each
+    checkpoint right after it is saved (training waits; ``evalgym watch`` is the non-blocking alternative).
+    A failed evaluation is stored with its error (reports show it) and logged; training goes on.
+    ``manifest(ref)`` adds entries (recipe, stage, ...) to every row."""
 
-    def __init__(self, spec: EvalSpec, store: ResultsStore):
-        from evalgym.trainers.checkpoint import subscribe
-
-        self.spec, self.store = spec, store
+    def __init__(self, spec: EvalSpec, store: ResultsStore, *, run: str | None = None,
+                 manifest: Callable[[Any], dict[str, Any]] | None = None):
+        self.spec, self.store, self.run, self.manifest = spec, store, run, manifest
         self.policies = PolicyCache(spec.backend, spec.device, spec.threads)
         self.evaluated: list[Any] = []
-        self.errors: list[tuple[Any, str]] = []
-        self._unsubscribe = subscribe(self)
+        self.failed: list[tuple[Any, str]] = []
 
     def __call__(self, ref: Any) -> None:
-        from evalgym.trainers.checkpoint import rng_state, set_rng_state
-
-        state = rng_state()  # lm-eval seeds the global RNGs: training must go on as if nothing ran
+        target = describe(ref.path, self.run or ref.run_id)
         try:
-            evaluate_model(describe(ref.path, ref.run_id), self.spec, store=self.store, policies=self.policies)
+            evaluate_model(target, self.spec, store=self.store, policies=self.policies,
+                           manifest=self.manifest(ref) if self.manifest else None)
             self.evaluated.append(ref)
-        except Exception as exc:  # noqa: BLE001 - training goes on; the error is kept and logged
-            log.exception("evaluating checkpoint %s failed", ref.path)
-            self.errors.append((ref, f"{type(exc).__name__}: {exc}"))
-        finally:
-            set_rng_state(state)
+        except Exception as exc:  # noqa: BLE001 - stored (task errors) or logged; training goes on
+            log.error("evaluating checkpoint %s failed: %s", ref.path, exc)
+            self.failed.append((ref, str(exc)))
 
     def close(self) -> None:
-        self._unsubscribe()
         self.policies.close()
 
-    def __enter__(self) -> OnSaveEvaluator:
+    def __enter__(self) -> CheckpointEvaluator:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def evaluate_on_save(spec: EvalSpec, store: ResultsStore) -> OnSaveEvaluator:
-    """Evaluate every checkpoint saved in this process from now on; ``.close()`` (or a ``with`` block) stops."""
-    return OnSaveEvaluator(spec, store)
-
-
 def evaluate_checkpoint(model: str, tasks: Sequence[str], *, store: str | ResultsStore, run: str | None = None,
                         step: int | None = None, manifest: dict[str, Any] | None = None, limit: int | None = None,
                         num_samples: int = 1, max_tokens: int = 256, env_kwargs: dict[str, dict[str, Any]] | None = None,
                         seed: int = 0, backend: str = "hf", temperature: float | None = None,
-                        progress: bool = False) -> int:
+                        progress: bool = False, policies: PolicyCache | None = None) -> int:
     """One checkpoint (a folder) or model name into the store (a path or an open store), for callers
     such as the recipe runner; ``manifest`` entries (recipe, stage, ...) join every row's manifest.
     Returns the number of rows written (0 when every task was already stored)."""
@@ -351,14 +377,18 @@ def evaluate_checkpoint(model: str, tasks: Sequence[str], *, store: str | Result
         if status == "done":
             written.append(len(rows))
         if progress:
-            print(f"  eval {model} {task}: " + ("already stored" if status == "skipped" else f"{len(rows)} rows"),
-                  file=sys.stderr, flush=True)
+            what = {"skipped": "already stored", "error": "FAILED (stored with its error)"}.get(status, f"{len(rows)} rows")
+            print(f"  eval {model} {task}: {what}", file=sys.stderr, flush=True)
 
     own = not isinstance(store, ResultsStore)
     db = ResultsStore(store) if own else store
     try:
-        evaluate_model(describe(model, run, step), spec, store=db, on_task=note, manifest=manifest)
+        evaluate_model(describe(model, run, step), spec, store=db, on_task=note, manifest=manifest, policies=policies)
     finally:
         if own:
             db.close()
     return sum(written)
+
+
+__all__ = ["CheckpointEvaluator", "EvalSpec", "EvaluationFailed", "PolicyCache", "Target", "describe",
+           "evaluate_checkpoint", "evaluate_model", "format_rows", "prepare", "settings_hash"]

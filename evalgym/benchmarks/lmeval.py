@@ -10,41 +10,48 @@ lm-eval task graded by the env's own verifier, and lm-eval's standard tasks on l
     out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=32, apply_chat_template=lm.chat)
     out["results"]["evalgym_arithmetic"]["acc,none"]
 
-Env tasks (``evalgym_<env name>``): the docs are the env's problems in index order (the test split of a
-dataset env, the first 500 problems of a procedural one); the prompt is the env's chat, rendered by
-the model's chat template through :meth:`PolicyLM.apply_chat_template`, the same tokens a rollout
-feeds the policy; ``process_results`` grades with the env's verifier (``verify_batch``), so the
-training reward and the benchmark are one piece of code. Only the first turn of a multi-turn env is
-scored (lm-eval generates once per doc). With ``num_samples=k`` each doc is sampled k times and the
-metrics are ``pass@1`` (unbiased, c/k), ``pass@k`` and ``mean@k`` (mean reward); with one sample they
-are ``acc`` and ``reward``. ``grader_errors`` counts verdicts whose grading failed (timeouts, crashes):
-they score 0 and are shown, never hidden. Verifiers that declare ``metrics`` (IFEval's four) add them.
+Env tasks (``evalgym_<env name>``) for use inside lm-eval: the docs are the problems the evaluation driver
+(``evalgym.evaluate``) picks (the env's evaluation split: ``test`` of a dataset env, ``eval`` of a
+procedural one, whose problems training never draws; the first 500 distinct ones of a procedural split);
+the prompt is the env's chat, rendered by the model's chat template through
+:meth:`PolicyLM.apply_chat_template`, the same tokens a rollout feeds the policy; ``process_results``
+grades with the driver's grading (the env's verifier, thinking cut, ``evalgym.evaluate.doc_metrics``),
+so the training reward, ``evalgym eval`` and this task are one piece of code. Only the first turn of a
+multi-turn env is scored here (lm-eval generates once per doc; ``evalgym eval`` plays every turn).
+Metrics: see ``evalgym.evaluate`` (``acc``/``reward``, or ``pass@1``/``pass@k``/``mean@k`` with
+``num_samples=k``, ``grader_errors``, the verifier's own).
 
 Standard tasks: a name from lm-eval's registry. Those whose data is staged locally (GSM8K, IFEval)
 read it from ``$EVALGYM_DATA_DIR`` instead of the hub.
+
+Task names (:func:`resolve_task`): ``evalgym/gsm8k-v0``, ``gsm8k-v0`` and ``evalgym_gsm8k`` are the env
+task; a bare name is lm-eval's task when lm-eval has one (``gsm8k``, ``arithmetic``), else the env of
+that name (``countdown-gen``); anything else is an error naming it, the envs and where lm-eval's are.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from math import comb
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
 
 from evalgym.errors import EvalgymError
+from evalgym.evaluate import THINK_TAGS, doc_metrics, eval_env, eval_indices, metric_names, strip_thinking
 from evalgym.policies.base import Policy, SamplingParams, encode
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "evalgym_"
-PROCEDURAL_DOCS = 500          # docs of an env task over a procedural (unlimited) env
 # lm-eval dataset_path -> split -> file under the data folder (shared/data layout)
 LOCAL_DATA = {
     "openai/gsm8k": {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
@@ -70,14 +77,17 @@ class PolicyLM(LM):
 
     ``generate_until`` groups identical requests (a task's ``repeats``) into one ``generate`` call with
     ``n`` samples whose seeds come from (seed, context); contexts longer than the model's window lose
-    their oldest tokens, as in lm-eval's own HF model. ``loglikelihood`` scores continuations with the
+    their oldest tokens, as in lm-eval's own HF model; with ``think`` tags a thinking section is cut from
+    each response before the task's filters read it. ``loglikelihood`` scores continuations with the
     policy (HF: one forward pass that also tells whether the continuation is the greedy one).
     """
 
     def __init__(self, policy: Policy, *, seed: int = 0, max_gen_toks: int = 256, chunk: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, think: tuple[str, str] | None = None):
         super().__init__()
         self.policy = policy
+        self.think = think
+        self.raw_outputs: dict[str, list[str]] | None = None   # context -> responses before thinking is cut
         self.tokenizer = policy.tokenizer
         self.seed = int(seed)
         self.max_gen_toks = int(max_gen_toks)
@@ -158,8 +168,10 @@ class PolicyLM(LM):
                 outs = self.policy.generate(prompts, sp, keys=[stable_key(ctx) for ctx, _ in part])
                 for key, comps in zip(part, outs):
                     for pos, comp in zip(groups[key], comps):
-                        out[pos] = comp.text
-                        self.cache_hook.add_partial("generate_until", requests[pos].args, comp.text)
+                        if self.raw_outputs is not None:
+                            self.raw_outputs.setdefault(key[0], []).append(comp.text)
+                        out[pos] = strip_thinking(comp.text, self.think)
+                        self.cache_hook.add_partial("generate_until", requests[pos].args, out[pos])
                 if bar is not None:
                     bar.update(sum(len(groups[k]) for k in part))
         if bar is not None:
@@ -228,37 +240,6 @@ class PolicyLM(LM):
 # -- env tasks -------------------------------------------------------------------------------------
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    return 1.0 - comb(n - c, k) / comb(n, k)
-
-
-def sample_metrics(verdicts: Sequence[Any], extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """One doc's metrics from the verdicts of its k samples (see the module docstring for names)."""
-    k = len(verdicts)
-    correct = sum(bool(v.correct) for v in verdicts)
-    mean_reward = sum(float(v.reward) for v in verdicts) / k
-    out: dict[str, Any] = ({"acc": float(correct), "reward": mean_reward} if k == 1 else
-                           {"pass@1": pass_at_k(k, correct, 1), f"pass@{k}": pass_at_k(k, correct, k),
-                            f"mean@{k}": mean_reward})
-    out["grader_errors"] = sum(v.error is not None for v in verdicts) / k
-    for name, how in (extra or {}).items():
-        values = [v.details.get(name) for v in verdicts]
-        if how == "flatten":
-            out[name] = [bool(x) for vs in values for x in (vs or [])]
-        else:
-            out[name] = sum(float(x or 0) for x in values) / k
-    return out
-
-
-def metric_names(k: int, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(metric, aggregation) of an env task with k samples per doc."""
-    base = ["acc", "reward"] if k == 1 else ["pass@1", f"pass@{k}", f"mean@{k}"]
-    return [(m, "mean") for m in base + ["grader_errors"]] + list((extra or {}).items())
-
-
 def _flatten_mean(items: list[list[bool]]) -> float:
     flat = [x for xs in items for x in xs]
     return sum(flat) / len(flat) if flat else 0.0
@@ -274,33 +255,23 @@ def env_task_name(env: str) -> str:
 
 def build_env_task(env: str, *, num_samples: int = 1, temperature: float | None = None, top_p: float = 1.0,
                    max_tokens: int = 256, split: str | None = None, num_docs: int | None = None,
-                   env_kwargs: dict[str, Any] | None = None) -> Any:
-    """An lm-eval ``ConfigurableTask`` whose docs are ``env``'s problems and whose metrics call its verifier.
-    ``temperature`` defaults to 0 (greedy) for one sample and 1.0 for several."""
+                   env_kwargs: dict[str, Any] | None = None, think: tuple[str, str] | None = THINK_TAGS) -> Any:
+    """An lm-eval ``ConfigurableTask`` whose docs are ``env``'s evaluation problems (``split`` None: its
+    evaluation split) and whose metrics are the driver's grading. ``temperature`` defaults to 0 (greedy)
+    for one sample and 1.0 for several."""
     import datasets
     from lm_eval.api.task import ConfigurableTask
 
-    from evalgym.envs.registry import CATALOG, resolve_id
-    from evalgym.envs.sources import UNLIMITED
-    from evalgym.rollouts import make_env
-
     if num_samples < 1:
         raise EvalgymError(f"num_samples must be >= 1, got {num_samples}")
-    env_id = resolve_id(env.removeprefix(ENV_PREFIX))
-    info = CATALOG[env_id]
-    kwargs = dict(env_kwargs or {})
-    if split is not None:
-        kwargs["split"] = split
-    text_env = make_env(env_id, **kwargs)
-    source, verifier = text_env.source, text_env.verifier
-    size = source.size if source.size != UNLIMITED else PROCEDURAL_DOCS
-    size = min(size, num_docs) if num_docs else size
+    text_env, split_name = eval_env(env.removeprefix(ENV_PREFIX), split=split, env_kwargs=env_kwargs, think=think)
+    source, verifier, info = text_env.source, text_env.verifier, text_env.source.info
     docs = []
-    for i in range(size):
+    for i in eval_indices(text_env, num_docs):
         p = source.problem(i)
         roles = [m.role for m in p.messages]
         if roles not in (["user"], ["system", "user"]):
-            raise EvalgymError(f"{env_id}: problem {p.id} has messages {roles}; env tasks take a user turn "
+            raise EvalgymError(f"{info.id}: problem {p.id} has messages {roles}; env tasks take a user turn "
                                "and an optional system turn")
         docs.append({"index": i, "prompt": p.prompt_text,
                      "system": p.messages[0].content if roles[0] == "system" else ""})
@@ -312,7 +283,7 @@ def build_env_task(env: str, *, num_samples: int = 1, temperature: float | None 
     def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, Any]:
         responses = results[0] if isinstance(results[0], list) else results
         problem = source.problem(int(doc["index"]))
-        return sample_metrics(verifier.verify_batch([problem] * len(responses), list(responses)), extra)
+        return doc_metrics(verifier.verify_batch([problem] * len(responses), list(responses)), extra)
 
     temp = (0.0 if num_samples == 1 else 1.0) if temperature is None else float(temperature)
     metric_list = [{"metric": m, "aggregation": "mean" if how == "mean" else _flatten_mean,
@@ -332,8 +303,8 @@ def build_env_task(env: str, *, num_samples: int = 1, temperature: float | None 
         "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": num_samples}]}],
         "process_results": process_results,
         "metric_list": metric_list,
-        "metadata": {"version": info.version, "env_id": env_id, "verifier": verifier.name,
-                     "verifier_version": verifier.version, "docs": size},
+        "metadata": {"version": info.version, "env_id": info.id, "verifier": verifier.name,
+                     "verifier_version": verifier.version, "docs": len(docs), "split": split_name},
     }
     return ConfigurableTask(config=config)
 
@@ -379,8 +350,7 @@ def build_standard_task(name: str, *, data_dir: str | None = None, include_path:
     tm = _manager_for(name, include_path)
     entry = tm.task_index.get(name)
     if entry is None:
-        raise EvalgymError(f"unknown task {name!r}: not an env task ({ENV_PREFIX}<env>, see `evalgym envs list`) "
-                           "nor an lm-eval task (`lm-eval ls tasks`)")
+        raise EvalgymError(_unknown_task(name))
     spec: Any = name
     if entry.kind == Kind.TASK and entry.yaml_path is not None:
         config = load_yaml(entry.yaml_path, resolve_func=True)
@@ -400,15 +370,60 @@ def build_task(name: str, *, data_dir: str | None = None, include_path: Sequence
     """The lm-eval task objects for one ``--tasks`` entry: an env task or a standard one."""
     if data_dir:
         os.environ.setdefault("EVALGYM_DATA_DIR", str(data_dir))
-    if name.startswith(ENV_PREFIX):
-        return [build_env_task(name, **env_options)]
+    ref = resolve_task(name, include_path)
+    if ref.kind == "env":
+        return [build_env_task(ref.env_id or name, **env_options)]
     return build_standard_task(name, data_dir=data_dir, include_path=include_path)
 
 
-def task_names(spec: str) -> list[str]:
-    """Canonical task names of comma-separated ``--tasks`` (env tasks normalized, others as given)."""
-    names = [t.strip() for t in spec.split(",") if t.strip()]
+@dataclass(frozen=True)
+class TaskRef:
+    """A ``--tasks`` entry resolved: ``kind`` "env" (``env_id`` set; ``name`` is ``evalgym_<env>``) or
+    "lmeval" (``name`` as lm-eval knows it)."""
+
+    kind: str
+    name: str
+    env_id: str | None = None
+
+
+_VERSIONED = re.compile(r"-v\d+$")
+
+
+def resolve_task(name: str, include_path: Sequence[str] = ()) -> TaskRef:
+    """What a ``--tasks`` entry names (see the module docstring)."""
+    import evalgym  # noqa: F401  (registers the envs)
+    from evalgym.envs.registry import CATALOG, resolve_id
+
+    name = name.strip()
+    if name.startswith(ENV_PREFIX) or "/" in name or _VERSIONED.search(name):
+        try:
+            env_id = resolve_id(name.removeprefix(ENV_PREFIX))
+        except EvalgymError:
+            raise EvalgymError(_unknown_task(name)) from None
+        return TaskRef("env", ENV_PREFIX + CATALOG[env_id].name, env_id)
+    if name in TASK_DIRS or name in _manager_for(name, include_path).task_index:
+        return TaskRef("lmeval", name)
+    try:
+        env_id = resolve_id(name)
+    except EvalgymError:
+        raise EvalgymError(_unknown_task(name)) from None
+    return TaskRef("env", ENV_PREFIX + CATALOG[env_id].name, env_id)
+
+
+def _unknown_task(name: str) -> str:
+    from evalgym.envs.registry import CATALOG
+
+    envs = sorted({info.name for info in CATALOG.values()})
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).split("/")[-1], envs, n=3)
+    hint = f"; did you mean {', '.join(ENV_PREFIX + c for c in close)}?" if close else ""
+    return (f"unknown task {name!r}: not an env task (evalgym_<env>, <env>-v<N> or evalgym/<env>-v<N>; envs: "
+            f"{', '.join(envs)}) nor an lm-eval task (`lm-eval ls tasks` lists them){hint}")
+
+
+def task_names(spec: str | Sequence[str], include_path: Sequence[str] = ()) -> list[TaskRef]:
+    """The resolved tasks of comma-separated ``--tasks`` (or a list), duplicates dropped."""
+    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
     if not names:
         raise EvalgymError("--tasks: give at least one task")
-    return [env_task_name(t) if t.startswith(ENV_PREFIX) else t for t in names]
-
+    refs = [resolve_task(t, include_path) for t in names]
+    return list(dict.fromkeys(refs))

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evalgym.benchmarks.evaluate_ckpt import EvalSpec, PolicyCache, Target, describe, evaluate_model
+from evalgym.benchmarks.evaluate_ckpt import (EvalSpec, EvaluationFailed, PolicyCache, Target, describe,
+                                              evaluate_model, prepare, settings_hash)
 from evalgym.benchmarks.store import ResultsStore
 from evalgym.errors import EvalgymError
 
@@ -59,11 +60,12 @@ def watch(run_dir: str | Path, spec: EvalSpec, store: ResultsStore, *, once: boo
           report: Callable[[str, dict[str, Any]], None] | None = None) -> list[Target]:
     """Evaluate the run's checkpoints as they appear; returns the ones evaluated (or found done).
     Stops after one pass with ``once``, after a checkpoint at step >= ``until_step``, or at ``timeout_s``
-    (an error: the awaited step never came)."""
+    (an error: the awaited step never came). A checkpoint whose evaluation failed is reported (its errors
+    are in the store) and the watch goes on."""
     from evalgym.benchmarks.lmeval import task_names
 
     run = Path(run_dir)
-    names = task_names(",".join(spec.tasks))
+    keys = [(p.ref.name, settings_hash(p.settings)) for p in (prepare(r, spec) for r in task_names(spec.tasks))]
     handled: set[Path] = set()
     finished: list[Target] = []
     policies = PolicyCache(spec.backend, spec.device, spec.threads)
@@ -79,13 +81,17 @@ def watch(run_dir: str | Path, spec: EvalSpec, store: ResultsStore, *, once: boo
                     say("missing", {"checkpoint": str(path), "step": step})
                     continue
                 target = describe(str(path))
-                if all(store.done(target.run, target.checkpoint, n) for n in names):
+                if all(store.done(target.run_id, target.checkpoint, n, k) for n, k in keys):
                     say("already-done", {"checkpoint": target.checkpoint, "step": target.step})
                 else:
                     t0 = time.perf_counter()
-                    rows = evaluate_model(target, spec, store=store, policies=policies)
-                    say("evaluated", {"checkpoint": target.checkpoint, "step": target.step, "rows": len(rows),
-                                      "eval_s": round(time.perf_counter() - t0, 2)})
+                    try:
+                        rows = evaluate_model(target, spec, store=store, policies=policies)
+                        say("evaluated", {"checkpoint": target.checkpoint, "step": target.step, "rows": len(rows),
+                                          "eval_s": round(time.perf_counter() - t0, 2)})
+                    except EvaluationFailed as exc:
+                        say("failed", {"checkpoint": target.checkpoint, "step": target.step,
+                                       "errors": "; ".join(f"{n}: {m}" for n, m in exc.failures)})
                 finished.append(target)
             if once or (until_step is not None and any((t.step or 0) >= until_step for t in finished)):
                 return finished

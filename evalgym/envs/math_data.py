@@ -1,6 +1,7 @@
 """The math datasets: GSM8K, MATH (full), MATH-500. Rows come from ``evalgym.data`` (local folder or hub).
 
     gymnasium.make("evalgym/math500-v0", data_dir="../shared/data")
+    gymnasium.make("evalgym/gsm8k-v0", split="test")     # training envs default to split="train"
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def math_fields(row: Mapping[str, Any]) -> Fields:
     return row["problem"], answer, _unbox_all_but_last(row["solution"]), extra
 
 
-def gsm8k_source(info: Any, split: str = "test", data_dir: str | None = None,
+def gsm8k_source(info: Any, split: str = "train", data_dir: str | None = None,
                  instruction: str = BOXED_INSTRUCTION) -> RowsSource:
     return RowsSource(info, _rows("gsm8k", split, data_dir), gsm8k_fields, split=split, instruction=instruction)
 
@@ -64,7 +65,7 @@ def _with_answer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if math_fields(r)[1].strip()]
 
 
-def math_source(info: Any, split: str = "test", data_dir: str | None = None,
+def math_source(info: Any, split: str = "train", data_dir: str | None = None,
                 instruction: str = BOXED_INSTRUCTION) -> RowsSource:
     return RowsSource(info, _with_answer(_rows("math", split, data_dir)), math_fields, split=split,
                       instruction=instruction)

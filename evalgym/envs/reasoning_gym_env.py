@@ -1,7 +1,12 @@
 """reasoning-gym's procedural generators as evalgym envs, graded by their own scorers.
 
-    gymnasium.make("evalgym/reasoning-gym-v0", dataset="chain_sum", size=500, seed=1)
-    gymnasium.make("evalgym/rg-leg-counting-v0")
+    gymnasium.make("evalgym/reasoning-gym-v1", dataset="chain_sum", size=500, seed=1)      # split="train"
+    gymnasium.make("evalgym/rg-leg-counting-v1", split="eval")
+
+Splits: of the ``size`` entries reasoning-gym generates for (dataset, seed, config), an env keeps those
+whose content hash (question and answer) falls in its split, as procedural envs do (``train`` ~80 %,
+``eval`` ~20 %), so train and eval never share a problem whatever the seeds. The space of a
+reasoning-gym dataset is not known here (``space`` null).
 
 Needs the optional ``reasoning-gym`` package (``pip install 'evalgym[reasoning-gym]'``); it runs offline.
 The answer is read from ``<answer>…</answer>`` (reasoning-gym's convention), else the last ``\\boxed{}``,
@@ -14,9 +19,9 @@ import json
 from functools import lru_cache
 from typing import Any, Mapping
 
-from evalgym.envs.sources import Fields, RowsSource
+from evalgym.envs.sources import PROCEDURAL_SPLITS, Fields, RowsSource, SpaceInfo, canonical_text, check_split, split_of
 from evalgym.errors import EvalgymError
-from evalgym.types import Problem
+from evalgym.types import Problem, canonical_hash
 from evalgym.verifiers.base import PooledVerifier
 from evalgym.verifiers.math_extract import find_boxed
 
@@ -40,19 +45,31 @@ def _dataset(name: str, size: int, seed: int, config_json: str) -> Any:
         raise EvalgymError(f"reasoning-gym dataset {name!r}: {type(exc).__name__}: {exc}") from None
 
 
+def _answer(entry: Mapping[str, Any]) -> str:
+    return "" if entry["answer"] is None else str(entry["answer"])
+
+
 class ReasoningGymSource(RowsSource):
     def __init__(self, info: Any, dataset: str = "chain_sum", size: int = 1000, seed: int = 0,
-                 instruction: str = INSTRUCTION, **config: Any):
+                 split: str = "train", instruction: str = INSTRUCTION, **config: Any):
+        check_split(info, split, PROCEDURAL_SPLITS)
         key = (dataset, int(size), int(seed), json.dumps(config, sort_keys=True))
         ds = _dataset(*key)
         self.key = key
+        entries = [ds[i] for i in range(len(ds))]
+        in_split = [split_of(canonical_hash(canonical_text(e["question"], _answer(e)))) for e in entries]
+        self.counts = {s: in_split.count(s) for s in PROCEDURAL_SPLITS}
 
         def fields(entry: Mapping[str, Any]) -> Fields:
-            answer = "" if entry["answer"] is None else str(entry["answer"])
+            answer = _answer(entry)
             return entry["question"], answer, f"<answer>{answer}</answer>", {"rg": key, "entry": dict(entry)}
 
-        super().__init__(info, [ds[i] for i in range(len(ds))], fields, split=f"{dataset}-seed{seed}",
-                         instruction=instruction)
+        super().__init__(info, [e for e, s in zip(entries, in_split) if s == split], fields,
+                         split=f"{dataset}-{split}-seed{seed}", instruction=instruction)
+
+    def space(self) -> SpaceInfo:
+        """Unknown space; the split sizes are those of the generated entries."""
+        return SpaceInfo(None, dict(self.counts), True)
 
 
 def extract(response: str) -> str | None:

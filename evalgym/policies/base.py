@@ -8,7 +8,10 @@
 Prompts come in three shapes, rendered to token ids the same way by every backend (``encode``):
 a chat (a sequence of ``ChatMessage`` or ``{"role", "content"}`` dicts) goes through the model's
 chat template with the generation prompt; a ``str`` is raw text, tokenized without special tokens;
-a sequence of ints is already token ids.
+a sequence of ints is already token ids. Tools (OpenAI-style function specs) reach the template through
+``encode(tokenizer, chat, tools=...)`` / ``render_chat``; templates that do not render ``tools`` get the
+Hermes convention (see ``tool_template``). Agentic episodes render their first prompt here and send token
+ids afterwards, so every backend sees the same ids.
 
 Logprobs are the model's own (temperature 1, no top-p), for both ``generate`` and ``score``: what a
 trainer's importance ratio and a teacher's score need. Seeds are per sample: sample ``j`` of prompt
@@ -104,19 +107,27 @@ def chat_dicts(prompt: Prompt) -> list[dict[str, str]]:
     return out
 
 
-def encode(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt: the one rendering every backend shares."""
+def encode(tokenizer: Any, prompt: Prompt, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+    """Token ids of a prompt: the one rendering every backend shares (``tools``: for a chat prompt)."""
     if isinstance(prompt, str):
         return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if len(prompt) == 0:
         raise EvalgymError("prompt is empty")
     if isinstance(prompt[0], int):
         return [int(t) for t in prompt]
+    text = render_chat(tokenizer, prompt, tools=tools)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render_chat(tokenizer: Any, messages: Prompt, *, tools: Sequence[Mapping[str, Any]] | None = None,
+                add_generation_prompt: bool = True) -> str:
+    """A chat's prompt text through the model's chat template (with ``tools``, and ``tool`` messages)."""
     if not getattr(tokenizer, "chat_template", None):
         raise EvalgymError(f"model {getattr(tokenizer, 'name_or_path', '?')} has no chat template; "
                            "give raw text or token ids instead of chat messages")
-    text = tokenizer.apply_chat_template(chat_dicts(prompt), add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    from evalgym.policies.tool_template import render
+
+    return render(tokenizer, chat_dicts(messages), tools, add_generation_prompt)
 
 
 def stop_ids(tokenizer: Any, config_eos: Any = None) -> set[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -214,27 +215,24 @@ class HFPolicy:
         return self.score_batch([(prompt, token_ids)])[0]
 
     def score_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> list[list[float]]:
-        out: list[list[float]] = [[] for _ in requests]
-        for i, c, rows in self._completion_logprobs(requests):
-            out[i] = _own(rows, c)
-        return out
+        return [own for own, _, _ in self._completion_logprobs(requests, 0)]
 
     def score_topk_batch(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
                          k: int) -> list[tuple[list[list[int]], list[list[float]], list[float]]]:
         """The ``k`` likeliest next tokens at every completion position: per request (their ids,
         their logprobs, each ``[len(completion)][k]`` likeliest first; and the logprob of each
         completion token, as ``score_batch``). k above the vocabulary size: the whole vocabulary."""
-        out: list[tuple[list[list[int]], list[list[float]], list[float]]] = [([], [], []) for _ in requests]
-        for i, c, rows in self._completion_logprobs(requests):
-            top = rows.topk(min(k, rows.shape[-1]), dim=-1)
-            out[i] = (top.indices.tolist(), top.values.tolist(), _own(rows, c))
-        return out
+        return [(ids, lps, own) for own, ids, lps in self._completion_logprobs(requests, k)]
 
-    @torch.inference_mode()
-    def _completion_logprobs(self, requests: Sequence[tuple[Prompt, Sequence[int]]]) -> Any:
-        """(index, completion ids, next-token logprobs ``[len(completion), vocab]``) per request with
-        a non-empty completion, scored in length-sorted batches."""
+    def _completion_logprobs(self, requests: Sequence[tuple[Prompt, Sequence[int]]],
+                             k: int) -> list[tuple[list[float], list[list[int]], list[list[float]]]]:
+        """Per request: each completion token's logprob, and (``k`` > 0) the top-k ids and logprobs at each
+        completion position; scored in length-sorted batches, only completion positions through the
+        output layer, a chunk of positions at a time (``evalgym.logprobs.scored_positions``)."""
+        from evalgym.logprobs import scored_positions
+
         pairs = [(encode(self.tokenizer, p), [int(t) for t in toks]) for p, toks in requests]
+        out: list[tuple[list[float], list[list[int]], list[list[float]]]] = [([], [], []) for _ in requests]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         for start in range(0, len(order), self.batch_size):
             chunk = [i for i in order[start:start + self.batch_size] if pairs[i][1]]
@@ -242,20 +240,32 @@ class HFPolicy:
                 continue
             L = max(len(pairs[i][0]) + len(pairs[i][1]) for i in chunk)
             ids = torch.full((len(chunk), L), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for b, i in enumerate(chunk):
-                seq = pairs[i][0] + pairs[i][1]
-                ids[b, :len(seq)] = torch.tensor(seq)
-                mask[b, :len(seq)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1).cpu()
+            attn = torch.zeros_like(ids)
+            mask = torch.zeros((len(chunk), L - 1), dtype=torch.bool)
             for b, i in enumerate(chunk):
                 p, c = pairs[i]
-                yield i, c, logprobs[b, len(p) - 1:len(p) + len(c) - 1]
+                ids[b, :len(p) + len(c)] = torch.tensor(p + c)
+                attn[b, :len(p) + len(c)] = 1
+                mask[b, len(p) - 1:len(p) - 1 + len(c)] = True
+            own, top_ids, top_lps = scored_positions(self.model, ids.to(self.device), attn.to(self.device),
+                                                     mask.to(self.device), k)
+            own = own.cpu().tolist()
+            top_ids = top_ids.cpu().tolist() if k else None
+            top_lps = top_lps.cpu().tolist() if k else None
+            at = 0
+            for i in chunk:   # positions come back in row-major order: row by row, each completion in order
+                n = len(pairs[i][1])
+                out[i] = (own[at:at + n], top_ids[at:at + n] if k else [], top_lps[at:at + n] if k else [])
+                at += n
+        return out
 
     # -- weights ----------------------------------------------------------------------------------
 
     def load_weights(self, weights: Mapping[str, Any] | str) -> None:
+        if isinstance(weights, str) and (Path(weights) / "adapter_config.json").is_file():
+            from evalgym.models import resolve_model   # a LoRA checkpoint: its base with the adapter folded in
+
+            weights = resolve_model(weights)
         state = load_state_dict_from(weights) if isinstance(weights, str) else dict(weights)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         missing, unexpected = self.model.load_state_dict(state, strict=False)
@@ -267,8 +277,3 @@ class HFPolicy:
 
     def close(self) -> None:
         self.model = None
-
-
-def _own(rows: torch.Tensor, completion: list[int]) -> list[float]:
-    """Each completion token's logprob from the next-token logprobs ``[len(completion), vocab]``."""
-    return rows[torch.arange(len(completion)), torch.tensor(completion)].tolist()

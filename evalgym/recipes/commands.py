@@ -67,13 +67,14 @@ def run(recipe: str | None, overrides: list[str], out: str, *, launch: str | Non
         _print_json(summary)
         return 0
     from evalgym.cli import _table
+    from evalgym.recipes.runner import comparison_cell, comparison_tasks
 
     rows = summary["comparison"]
-    tasks = [k for k in rows[0] if k not in ("stage", "step")] if rows else []
+    tasks = comparison_tasks(rows)
     print()
-    print(_table([[r["stage"], "—" if r["step"] is None else r["step"],
-                   *("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks)] for r in rows],
-                 ["stage", "step", *tasks]))
+    print(_table([[r["stage"], r.get("from") or "—", "—" if r["step"] is None else r["step"],
+                   *(comparison_cell(rows, r, t) for t in tasks)] for r in rows], ["stage", "from", "step", *tasks]))
+    print("(change from the stage it started from; *: beyond the stage's 95 % interval)")
     print(f"\n{summary['recipe']}: {len(summary['trained'])} stage(s) trained, {len(summary['skipped'])} skipped, "
           f"{summary['total_s']:.0f} s")
     print(f"leaderboard: {summary['report']}")

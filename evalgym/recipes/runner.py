@@ -1,6 +1,6 @@
 """Running a recipe: its stages in order, every checkpoint evaluated, a leaderboard at the end.
 
-    evalgym run                                       # mopd-2026 on the tiny default, into runs/
+    evalgym run                                       # mopd-2026 on SmolLM2-135M-Instruct, into runs/
     evalgym run instructgpt --out runs scale=0.1 eval.limit=16
     summary = run_recipe(load_recipe("r1"), out="runs")
     summary["report"]                                 # runs/r1/report/leaderboard.md
@@ -13,12 +13,16 @@ What lands under ``out``:
     <recipe>/report/        leaderboard.md and leaderboard.html, stages compared side by side
 
 Evaluation. The base model is evaluated once, as stage 0 (``base``); then every checkpoint of every
-policy stage, on the recipe's ``eval`` tasks: right after it is saved (an in-process hook; the
-trainer's RNG state is put back afterwards, so evaluating does not change training), and once more
+policy stage, on the recipe's ``eval`` tasks (env tasks on each env's evaluation split, disjoint from
+the training split the stages draw from): right after it is saved (the trainer's ``after_save`` step;
+the loop puts its RNG state back afterwards, so evaluating does not change training), and once more
 after the stage for any checkpoint that has no rows yet (one saved just before a kill, or a stage
-trained by ``launch``). Rows carry ``recipe``, ``stage``, ``stage_index`` and ``step`` in their
-manifest; the leaderboard orders stages by ``stage_index``. An ``rm`` stage's checkpoints are reward
-models, not policies: they are not evaluated (its training metrics are in its metrics.jsonl).
+trained by ``launch``). Rows carry ``recipe``, ``stage``, ``stage_index``, ``from`` (the stage it
+started from), ``refs`` (stages its config names, e.g. a student's teachers) and ``step`` in their
+manifest; the leaderboard orders stages by ``stage_index`` and measures each against its ``from``.
+Every score also carries its contamination check: the overlap of its problems with everything the
+checkpoint's lineage trained on. An ``rm`` stage's checkpoints are reward models, not policies: they
+are not evaluated (its training metrics are in its metrics.jsonl).
 
 Resume. A stage whose final checkpoint exists is skipped; an unfinished one resumes from its last
 checkpoint (the trainers resume exactly), and evaluation skips what the store already has: rerun the
@@ -46,10 +50,10 @@ from typing import Any
 import yaml
 
 from evalgym.errors import EvalgymError
-from evalgym.recipes.spec import PlannedStage, Recipe, plan, resolved, trainer_table
-
-# config fields that may change between runs of one stage folder (a longer run resumes the shorter one)
-RESUMABLE_FIELDS = ("steps", "save_every", "keep_last", "log_every")
+from evalgym.recipes.spec import DATA_STAGES, PlannedStage, Recipe, plan, resolved, stage_refs, trainer_table
+# config fields that may change between runs of one stage folder (a longer run resumes the shorter one): the
+# trainers' own list, so a stage folder and its checkpoints agree on what a resume may change
+from evalgym.trainers.config import RESUMABLE_FIELDS
 
 
 def _log(msg: str) -> None:
@@ -98,32 +102,40 @@ class Evaluator:
     def run_name(self, stage: str) -> str:
         return f"{self.recipe.name}/{stage}"
 
-    def checkpoint(self, path: str, step: int | None, stage: str, stage_index: int) -> int:
-        """Evaluate one checkpoint (a folder, or the base model's name); returns rows written."""
-        from evalgym.benchmarks.evaluate_ckpt import evaluate_checkpoint   # the evaluation side's entry point
+    def checkpoint(self, path: str, step: int | None, stage: PlannedStage | None) -> int:
+        """Evaluate one checkpoint (a folder, or the base model's name; ``stage`` None: the base model);
+        returns rows written. A failed task is stored with its error (the leaderboard shows it) and logged."""
+        from evalgym.benchmarks.evaluate_ckpt import EvaluationFailed, evaluate_checkpoint
 
         spec = self.recipe.eval
-        manifest = {"recipe": self.recipe.name, "stage": stage, "stage_index": stage_index, "step": step,
-                    "model": path, "backend": self.recipe.backend}
-        return evaluate_checkpoint(path, spec.tasks, store=str(self.store_path), run=self.run_name(stage),
-                                   step=step, manifest=manifest, limit=spec.limit, num_samples=spec.num_samples,
-                                   max_tokens=spec.max_tokens, env_kwargs=spec.env_kwargs, seed=spec.seed,
-                                   temperature=spec.temperature, backend=self.recipe.backend,
-                                   progress=self.progress)
+        name = stage.name if stage else "base"
+        manifest = {"recipe": self.recipe.name, "stage": name, "stage_index": stage.index if stage else 0,
+                    "from": stage.start if stage else None, "refs": stage_refs(self.recipe, name) if stage else [],
+                    "step": step, "model": path, "backend": self.recipe.backend}
+        try:
+            return evaluate_checkpoint(path, spec.tasks, store=str(self.store_path), run=self.run_name(name),
+                                       step=step, manifest=manifest, limit=spec.limit, num_samples=spec.num_samples,
+                                       max_tokens=spec.max_tokens, env_kwargs=spec.env_kwargs, seed=spec.seed,
+                                       temperature=spec.temperature, backend=self.recipe.backend,
+                                       progress=self.progress)
+        except EvaluationFailed as exc:
+            _log(f"  evaluating {path}: {exc}")
+            return sum(1 for _ in exc.rows)
 
     def sweep(self, stage: PlannedStage) -> int:
         """Evaluate every checkpoint of ``stage`` (oldest first)."""
         from evalgym.trainers.checkpoint import step_dirs
 
-        return sum(self.checkpoint(str(p), int(p.name.split("_")[1]), stage.name, stage.index)
-                   for p in step_dirs(stage.run_dir))
+        return sum(self.checkpoint(str(p), int(p.name.split("_")[1]), stage) for p in step_dirs(stage.run_dir))
 
 
 def train_stage(stage: PlannedStage, *, progress: bool, launch: str | None,
-                on_checkpoint: Callable[[Any], None] | None, threads: int | None = None) -> None:
+                after_save: Callable[[Any], None] | None, threads: int | None = None) -> None:
+    """Train one stage: in this process, calling ``after_save(ref)`` after each checkpoint (the trainers'
+    explicit evaluation step), or under ``launch`` (evaluation then follows the stage: see ``sweep``)."""
     module_name, _, fn_name = trainer_table()[stage.trainer]
     config_file = stage.run_dir / "stage.yaml"
-    if launch:
+    if launch and stage.trainer not in DATA_STAGES:   # a data stage (synth) runs here: nothing to distribute
         cmd = [*shlex.split(launch), "-m", "evalgym.cli", "train", stage.trainer, "--config", str(config_file)]
         beside = Path(sys.executable).parent / cmd[0]     # the venv's own `accelerate`, when it is not on PATH
         if not shutil.which(cmd[0]) and beside.is_file():
@@ -138,22 +150,16 @@ def train_stage(stage: PlannedStage, *, progress: bool, launch: str | None,
             raise EvalgymError(f"stage {stage.name}: `{shlex.join(cmd)}` failed (see its output above); rerun "
                                "`evalgym run` to resume from its last checkpoint")
         return
-    from evalgym.trainers.checkpoint import rng_state, set_rng_state, subscribe
 
     def hook(ref: Any) -> None:
-        state = rng_state()      # evaluating must not change what training does next
+        assert after_save is not None
         try:
-            on_checkpoint(ref)
+            after_save(ref)
         except Exception as exc:  # noqa: BLE001 - training goes on; the sweep after the stage retries
             _log(f"  evaluating {ref.path} failed ({type(exc).__name__}: {exc}); retried after the stage")
-        finally:
-            set_rng_state(state)
 
-    unsubscribe = subscribe(hook) if on_checkpoint is not None else (lambda: None)
-    try:
-        result = getattr(importlib.import_module(module_name), fn_name)(stage.config, progress=progress)
-    finally:
-        unsubscribe()
+    train = getattr(importlib.import_module(module_name), fn_name)
+    result = train(stage.config, progress=progress, after_save=hook if after_save is not None else None)
     if result.get("checkpoint") is None:
         raise EvalgymError(f"stage {stage.name}: the trainer returned no checkpoint")
     del result
@@ -190,7 +196,7 @@ def _run(recipe: Recipe, stages: list[PlannedStage], states: dict[str, str], out
 
     _log(f"{recipe.name}: {len(stages)} stages -> {recipe_dir}")
     t0 = time.perf_counter()
-    evaluator.checkpoint(recipe.model, None, "base", 0)
+    evaluator.checkpoint(recipe.model, None, None)
     timings["base"] = time.perf_counter() - t0
     for s in stages:
         t0 = time.perf_counter()
@@ -200,8 +206,8 @@ def _run(recipe: Recipe, stages: list[PlannedStage], states: dict[str, str], out
         else:
             _log(f"{head}{': resuming' if states[s.name] == 'partial' else ''} -> {s.run_dir}")
             write_atomic(s.run_dir / "stage.yaml", yaml.safe_dump(s.config.model_dump(mode="json"), sort_keys=False))
-            on_save = (lambda ref, s=s: evaluator.checkpoint(ref.path, ref.step, s.name, s.index)) if s.is_policy else None
-            train_stage(s, progress=progress, launch=launch, on_checkpoint=on_save, threads=recipe.threads)
+            on_save = (lambda ref, s=s: evaluator.checkpoint(ref.path, ref.step, s)) if s.is_policy else None
+            train_stage(s, progress=progress, launch=launch, after_save=on_save, threads=recipe.threads)
             if not (s.final / "meta.json").exists():
                 raise EvalgymError(f"stage {s.name}: training ended without its final checkpoint {s.final}")
         if s.is_policy:
@@ -218,15 +224,43 @@ def _run(recipe: Recipe, stages: list[PlannedStage], states: dict[str, str], out
 
 
 def comparison_table(store: str | Path, recipe: str) -> list[dict[str, Any]]:
-    """Each stage's final checkpoint per task (primary metric), in stage order, from the store."""
-    from evalgym.benchmarks.leaderboard import build_board
+    """Each stage's final checkpoint per task (primary metric), in stage order, with the stage it is
+    measured against (its ``from``), from the store; ``ci``: each task's 95 % interval, ``beyond``: whether
+    the value the stage started from lies outside it (the stage's effect is shown)."""
+    from evalgym.benchmarks.leaderboard import baseline, beyond, build_board, interval
     from evalgym.benchmarks.store import ResultsStore
 
     with ResultsStore(store, create=False) as db:
         rows = [r for r in db.rows() if r.manifest.get("recipe") == recipe]
     out = []
-    for s in build_board(rows).stages:
+    board = build_board(rows)
+    for s in board.stages:
         steps = [k.step for k, _ in s.final.values() if k.step is not None]
-        out.append({"stage": s.name, "step": max(steps) if steps else None,
-                    **{t: round(row.value, 3) for t, (_, row) in s.final.items()}})
+        ref = baseline(board, s)
+        out.append({"stage": s.name, "from": ref.name if ref else None, "step": max(steps) if steps else None,
+                    **{t: round(row.value, 3) for t, (_, row) in s.final.items()},
+                    "ci": {t: interval(row) for t, (_, row) in s.final.items()},
+                    "beyond": {t: beyond(row, ref.final[t][1]) for t, (_, row) in s.final.items()
+                               if ref is not None and t in ref.final}})
     return out
+
+
+COMPARISON_KEYS = ("stage", "from", "step", "ci", "beyond")   # the rest of a comparison row: one value per task
+
+
+def comparison_tasks(rows: list[dict[str, Any]]) -> list[str]:
+    """The task columns of :func:`comparison_table`'s rows."""
+    return [k for k in rows[0] if k not in COMPARISON_KEYS] if rows else []
+
+
+def comparison_cell(rows: list[dict[str, Any]], row: dict[str, Any], task: str, digits: int = 3) -> str:
+    """``value [low, high] (+change *)``: the change from the stage it started from, ``*`` when beyond the
+    stage's 95 % interval; ``—`` when the stage has no score for the task."""
+    if row.get(task) is None:
+        return "—"
+    ci = row["ci"].get(task)
+    text = f"{row[task]:.{digits}f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    start = next((r for r in rows if r["stage"] == row["from"]), None) if row["from"] else None
+    if start is not None and start.get(task) is not None:
+        text += f" ({row[task] - start[task]:+.{digits}f}{' *' if row['beyond'].get(task) else ''})"
+    return text

@@ -1,8 +1,8 @@
 """Recipe files: a post-training pipeline as a YAML list of stages, checked whole before anything runs.
 
-    recipe = load_recipe("mopd-2026", ["scale=0.1", "stages.sft.lr=1e-3", "eval.limit=16"])
+    recipe = load_recipe("instructgpt", ["scale=0.1", "stages.sft.lr=1e-3", "eval.limit=16"])
     stages = plan(recipe, "runs")        # each stage's validated trainer config, in order
-    stages[1].config                     # GRPOConfig(model='/abs/runs/mopd-2026/sft/step_000600', ...)
+    stages[1].config                     # RMConfig(model='/abs/runs/instructgpt/sft/step_000060', ...)
 
 A recipe file (``evalgym/recipes/<name>.yaml``, or any path):
 
@@ -11,7 +11,7 @@ A recipe file (``evalgym/recipes/<name>.yaml``, or any path):
     model: tiny                   # the base model: a built-in name, a folder or a hub id
     backend: hf                   # hf | vllm: the eval engine, and `backend` of the grpo/distill stages
     threads: null                 # torch CPU threads while it runs (null: torch's default)
-    eval: {tasks: [evalgym_arithmetic], limit: 64, max_tokens: 32, env_kwargs: {arithmetic: {seed: 1000000000}}}
+    eval: {tasks: [evalgym_arithmetic], limit: 64, max_tokens: 32, env_kwargs: {arithmetic: {digits: 2}}}
     stages:
       - {name: sft, trainer: sft, config: {envs: [arithmetic], steps: 600, lr: 3.0e-3}}
       - {name: rm, trainer: rm, config: {envs: [arithmetic]}}
@@ -29,9 +29,13 @@ Overrides (``key=value``, YAML values): ``model=...``, ``backend=vllm``, ``eval.
 error), and ``scale=0.1``: every stage's ``steps``, ``save_every`` and ``warmup_steps`` as written in
 the file times 0.1 (at least 1 step), for smoke runs; an explicit override is taken as given, unscaled.
 
+Evaluation reads each env's evaluation split (``eval`` of a procedural env, ``test`` of a dataset), which
+is disjoint from the training split the stages draw from; ``eval.env_kwargs`` gives the knobs of that
+space (the same as training's, so the eval problems are the same kind).
+
 Every problem found (unknown trainer or field, a bad type, an unknown env, a reference to an unknown
-or later stage, a cycle) is reported at once, each naming the file and the place, e.g.
-``stages[2].config.lr`` (stages count from 0).
+or later stage, a cycle, an ``eval.limit`` larger than an env's eval split) is reported at once, each
+naming the file and the place, e.g. ``stages[2].config.lr`` (stages count from 0).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class RecipeEval(BaseModel):
     num_samples: int = 1               # samples per doc (1: greedy accuracy; k: pass@1 over k)
     temperature: float | None = None   # None: greedy for one sample, 1.0 for several
     max_tokens: int = 64
-    env_kwargs: dict[str, dict[str, Any]] = {}   # env -> knobs (use a held-out seed for procedural envs)
+    env_kwargs: dict[str, dict[str, Any]] = {}   # env -> knobs of the space whose eval split is evaluated
     seed: int = 0
 
 
@@ -111,14 +115,19 @@ class PlannedStage:
 
     @property
     def is_policy(self) -> bool:
-        """Whether its checkpoints are policies (an ``rm`` stage's are reward models)."""
-        return self.trainer != "rm"
+        """Whether its checkpoints are policies (an ``rm`` stage's are reward models, a data stage's a dataset)."""
+        return self.trainer != "rm" and self.trainer not in DATA_STAGES
+
+
+# stages that produce a dataset, not a checkpoint: ``${stage}`` is the dataset folder, they are not evaluated,
+# run in the driving process (not under --launch) and are never a later stage's default `from`
+DATA_STAGES = {"synth": ("evalgym.synth.pipeline", "SynthConfig", "train_synth")}
 
 
 def trainer_table() -> dict[str, tuple[str, str, str]]:
     from evalgym.cli import TRAINERS   # the one table of trainers: name -> (module, config class, function)
 
-    return TRAINERS
+    return {**TRAINERS, **DATA_STAGES}
 
 
 def config_class(trainer: str) -> type[BaseModel]:
@@ -198,7 +207,7 @@ def _scale(data: dict[str, Any], factor: Any, path: Path) -> None:
         if not isinstance(config, dict):
             continue
         for name in STEP_FIELDS:
-            if name not in config and name == "warmup_steps":
+            if (name not in config and name == "warmup_steps") or name not in fields:
                 continue
             value = config.get(name, fields[name].default)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -250,6 +259,13 @@ def _refs(value: Any, where: str) -> list[tuple[str, str]]:
     return []
 
 
+def stage_refs(recipe: Recipe, stage: str) -> list[str]:
+    """The earlier stages a stage's config names with ``${...}`` (a student's teachers, a reward model),
+    in order; ``base`` left out."""
+    s = next(s for s in recipe.stages if s.name == stage)
+    return list(dict.fromkeys(name for name, _ in _refs(s.config, "config") if name != "base"))
+
+
 def _substitute(value: Any, paths: dict[str, str]) -> Any:
     if isinstance(value, str):
         return REF.sub(lambda m: paths.get(m.group(1).strip(), m.group(0)), value)
@@ -299,6 +315,25 @@ def _unknown_envs(names: list[tuple[str, Any]]) -> list[str]:
     return out
 
 
+def _eval_split_problems(recipe: Recipe) -> list[str]:
+    """``eval.limit`` against the size of each env task's eval split (an error when it holds fewer)."""
+    from evalgym.evaluate import eval_env, eval_indices
+
+    out = []
+    for i, task in enumerate(recipe.eval.tasks):
+        if not (task.startswith("evalgym_") or "/" in task or re.search(r"-v\d+$", task)):
+            continue
+        name = task.removeprefix("evalgym_")
+        knobs = next((v for k, v in recipe.eval.env_kwargs.items() if k in (name, task)), {})
+        try:
+            text_env, _ = eval_env(name, env_kwargs=knobs)
+            if text_env.source.size >= 2**31 - 1 or recipe.eval.limit is not None:
+                eval_indices(text_env, recipe.eval.limit)
+        except EvalgymError as exc:
+            out.append(f"eval.tasks[{i}] ({task}) with eval.limit {recipe.eval.limit}: {exc}")
+    return out
+
+
 def plan(recipe: Recipe, out: str | Path = "runs") -> list[PlannedStage]:
     """Check every stage and build its trainer config; raises one EvalgymError listing every problem."""
     out_dir = Path(out).resolve() / recipe.name
@@ -337,6 +372,8 @@ def plan(recipe: Recipe, out: str | Path = "runs") -> list[PlannedStage]:
     problems += _unknown_envs([(f"eval.tasks[{i}]", t[len("evalgym_"):])
                                for i, t in enumerate(recipe.eval.tasks) if t.startswith("evalgym_")])
     problems += _env_problems({"env_kwargs": recipe.eval.env_kwargs}, "eval")
+    if not problems:
+        problems += _eval_split_problems(recipe)
 
     planned: list[PlannedStage] = []
     paths = {"base": recipe.model}
@@ -347,12 +384,15 @@ def plan(recipe: Recipe, out: str | Path = "runs") -> list[PlannedStage]:
         if s.trainer != "rm" and start in index and recipe.stages[index[start]].trainer == "rm":
             problems.append(f"stages[{i}].from: {start!r} is a reward model (trainer rm); stage {s.name!r} "
                             f"({s.trainer}) must start from a policy")
+        if start in index and recipe.stages[index[start]].trainer in DATA_STAGES:
+            problems.append(f"stages[{i}].from: {start!r} is a dataset (trainer {recipe.stages[index[start]].trainer}); "
+                            f"use it as data: \"${{{start}}}\" and start {s.name!r} from a policy")
         for key, why in RUNNER_FIELDS.items():
             if key in s.config:
                 problems.append(f"{where}.{key}: set by the runner ({why})")
         run_dir = out_dir / s.name
         paths[s.name] = str(run_dir / "step_?")     # until its config (and so its steps) is known
-        if s.trainer != "rm":
+        if s.trainer != "rm" and s.trainer not in DATA_STAGES:
             policy_stages.append(s.name)
         if s.trainer not in trainers:
             continue
@@ -368,7 +408,7 @@ def plan(recipe: Recipe, out: str | Path = "runs") -> list[PlannedStage]:
             problems += [f"{where}.{_loc(err['loc'])}: " + (f"unknown field of {cls.__name__} ({s.trainer})"
                          if err["type"] == "extra_forbidden" else err["msg"]) for err in e.errors()]
             continue
-        final = run_dir / f"step_{cfg.steps:06d}"
+        final = Path(cfg.out_dir) if s.trainer in DATA_STAGES else run_dir / f"step_{cfg.steps:06d}"
         paths[s.name] = str(final)
         planned.append(PlannedStage(i + 1, s.name, s.trainer, start, cfg, run_dir, final))
     if problems:

@@ -49,7 +49,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int | None  # None when killed by the sandbox (timeout); negative = killed by that signal
+    exit_code: int | None  # None when stopped by the sandbox (``killed``); negative = killed by that signal
     timed_out: bool
     oom: bool
     stdout: str
@@ -57,16 +57,29 @@ class RunResult:
     truncated: bool  # stdout or stderr was cut at Limits.output_bytes
     duration_s: float
     backend: str
-    isolation: tuple[str, ...]
+    isolation: tuple[str, ...]  # what was in force for this run (ISOLATION_KINDS)
+    killed: str | None = None   # why the sandbox stopped the program: "timeout" or "output_limit" (a stream
+                                # went over Limits.output_bytes: the program is stopped there, not drained)
 
     def as_dict(self) -> dict:
         return {"exit_code": self.exit_code, "timed_out": self.timed_out, "oom": self.oom, "stdout": self.stdout,
                 "stderr": self.stderr, "truncated": self.truncated, "duration_s": round(self.duration_s, 6),
-                "backend": self.backend, "isolation": list(self.isolation)}
+                "backend": self.backend, "isolation": list(self.isolation), "killed": self.killed}
 
 
 class SandboxUnavailable(RuntimeError):
-    """The backend cannot run here (no engine, no namespaces in strict mode); the message says why."""
+    """The backend cannot run here (no engine; no namespaces unless ``isolation="weak"``); the message says why."""
+
+
+ISOLATION_LEVELS = ("full", "weak")
+
+
+def check_isolation(isolation: str) -> str:
+    """``"full"``: run only with the isolation the backend promises (the default); ``"weak"``: the local
+    backend may fall back to uid + rlimits where bubblewrap cannot make namespaces (results say so)."""
+    if isolation not in ISOLATION_LEVELS:
+        raise ValueError(f"isolation must be one of {list(ISOLATION_LEVELS)}, got {isolation!r}")
+    return isolation
 
 
 @runtime_checkable

@@ -132,6 +132,17 @@ _KILL_SH = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do kill -9 -1 2>/de
 _STATUS = rb":(exit|signal|dirty):(\d+):(-?\d+):(-?\d+):([01])\n\Z"
 
 
+def locked_down(memory_mb: int, processes: int, disk_mb: int, extra_pids: int = 2, extra_memory_mb: int = 0) -> dict:
+    """The container settings every sandbox container gets (one-shot pool and sessions alike)."""
+    memory = f"{memory_mb + extra_memory_mb}m"
+    return dict(network_mode="none", read_only=True,
+                tmpfs={"/work": f"rw,exec,nosuid,nodev,size={disk_mb}m,uid=65534,gid=65534,mode=0755",
+                       "/tmp": f"rw,exec,nosuid,nodev,size={TMP_MB}m,mode=1777"},
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], user=USER, working_dir="/work",
+                mem_limit=memory, memswap_limit=memory, pids_limit=processes + extra_pids, nano_cpus=10**9,
+                ipc_mode="private", shm_size=f"{TMP_MB}m", hostname="sandbox", labels=owner_labels())
+
+
 def _key(limits: Limits) -> tuple[int, int, int]:  # what a container is created with
     return (int(limits.memory_mb), int(limits.processes), int(limits.disk_mb))
 
@@ -188,14 +199,8 @@ class DockerSandbox:
 
     # -- the pool --------------------------------------------------------------------------------
     def _create(self, key: tuple[int, int, int]) -> _Box:
-        memory_mb, processes, disk_mb = key
-        c = self.client.containers.run(
-            self.image, ["python3", "-S", "-c", _INIT], detach=True, network_mode="none", read_only=True,
-            tmpfs={"/work": f"rw,exec,nosuid,nodev,size={disk_mb}m,uid=65534,gid=65534,mode=0755",
-                   "/tmp": f"rw,exec,nosuid,nodev,size={TMP_MB}m,mode=1777"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], user=USER, working_dir="/work",
-            mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m", pids_limit=processes + 2, nano_cpus=10**9,
-            ipc_mode="private", shm_size=f"{TMP_MB}m", hostname="sandbox", labels=owner_labels())
+        c = self.client.containers.run(self.image, ["python3", "-S", "-c", _INIT], detach=True,
+                                       **locked_down(*key, extra_pids=2))
         with self._cond:
             self._ids.add(c.id)
         return _Box(c.id, key)
@@ -259,6 +264,14 @@ class DockerSandbox:
         except Exception:  # noqa: BLE001  (pids exhausted, container gone)
             return None
 
+    def _stop(self, box: _Box, cleaned: list) -> None:
+        """Kill the run's processes and wipe the container (``cleaned[0]``: whether it is clean now); a
+        container that cannot even exec (pids exhausted?) is removed."""
+        self._exec(box, ["sh", "-c", _KILL_SH])  # sh: starts even when a fork bomb eats the CPU
+        if not (ok := self._cleanup(box)):
+            self._remove(box.id)
+        cleaned[0] = ok
+
     def _cleanup(self, box: _Box) -> bool:
         """Kill every process of the run, empty /work and /tmp; whether the container is clean."""
         try:
@@ -305,18 +318,21 @@ class DockerSandbox:
         eid = self._exec_create(box.id, ["perl", "-e", _RUNNER], stdin=True, user=USER, workdir="/work")
         sock, frames = self._exec_socket(eid)
         bufs, totals, tail = {1: bytearray(), 2: bytearray()}, {1: 0, 2: 0}, bytearray()
-        timed_out, cleaned, eof, deadline, hard = False, None, False, t0 + limits.timeout_s, None
+        killed, eof, deadline, hard = None, False, t0 + limits.timeout_s, None
+        stopper, cleaned_box = None, [None]
         (feeder := threading.Thread(target=_feed, args=(sock, payload), daemon=True)).start()
         try:
             while not eof:
                 now = time.perf_counter()
-                if not timed_out and now >= deadline:
-                    timed_out, hard = True, now + _KILL_GRACE_S  # sh: starts even when a fork bomb eats the CPU
-                    self._exec(box, ["sh", "-c", _KILL_SH])
-                    if not (cleaned := self._cleanup(box)):  # cannot even exec (pids exhausted?): drop it
-                        self._remove(box.id)
+                over = totals[1] > cap or totals[2] > cap + _TAIL  # stderr's tail holds the status line
+                if killed is None and (now >= deadline or over):
+                    # Stop the program from a thread while this loop keeps draining the stream: a daemon
+                    # that cannot deliver a flooding exec's output also stalls the kill exec (the
+                    # timeout path used to hang here on a 2 GB flood).
+                    killed, hard = ("timeout" if now >= deadline else "output_limit"), now + _KILL_GRACE_S
+                    stopper = threading.Thread(target=self._stop, args=(box, cleaned_box), daemon=True)
+                    stopper.start()
                 if hard is not None and now >= hard:
-                    cleaned = False
                     break
                 if not select.select([sock], [], [], max(0.0, (hard or deadline) - now))[0]:
                     continue
@@ -342,10 +358,15 @@ class DockerSandbox:
                 sock.shutdown(socket.SHUT_RDWR)
             feeder.join(1.0)
             sock.close()
+        cleaned = None
+        if stopper is not None:
+            stopper.join(_KILL_GRACE_S)
+            cleaned = False if stopper.is_alive() else cleaned_box[0]
+        timed_out = killed == "timeout"
         duration = time.perf_counter() - t0
         m = re.search(rb"\x00EVALGYM:" + nonce.encode() + _STATUS, bytes(tail))
         status = {}
-        for _ in range(200 if eof and not timed_out else 0):  # the exit code may land just after the stream ends
+        for _ in range(200 if eof and killed is None else 0):  # the exit code may land just after the stream ends
             if not (status := self._exec_inspect(eid)).get("Running") and status.get("ExitCode") is not None:
                 break
             time.sleep(0.005)
@@ -359,8 +380,8 @@ class DockerSandbox:
         else:  # no status line: the runner itself was killed (OOM killer, its program); the exec's status
             code = status.get("ExitCode")
             code = -(code - 128) if code is not None and code > 128 else code
-        code = None if timed_out else code
-        if m and not timed_out:  # the runner killed everything and wiped /work and /tmp itself
+        code = None if killed else code
+        if m and not killed:  # the runner killed everything and wiped /work and /tmp itself
             oom, box.oom = int(m.group(4)) > int(m.group(3)), int(m.group(4))
             cleaned = m.group(5) == b"1" or self._cleanup(box)
         else:
@@ -371,7 +392,7 @@ class DockerSandbox:
                          stdout=bytes(bufs[1][:cap]).decode("utf-8", "replace"),
                          stderr=bytes(bufs[2][:min(cap, err_total)]).decode("utf-8", "replace"),
                          truncated=totals[1] > cap or err_total > cap, duration_s=duration, backend=self.name,
-                         isolation=self.isolation)
+                         isolation=self.isolation, killed=killed)
 
     def _http(self, method: str, path: str, body: dict | None = None) -> dict:
         """One API call by hand on the unix socket (the SDK's requests stack costs ~3 ms a call)."""
@@ -404,23 +425,26 @@ class DockerSandbox:
         if self._unix is None:  # tcp/ssh daemons: the SDK's socket
             sock = self.api.exec_start(eid, socket=True)
             return getattr(sock, "_sock", sock), bytearray()
+        return self.hijack(f"/exec/{eid}/start", b'{"Detach":false,"Tty":false}')
+
+    def hijack(self, path: str, body: bytes = b"") -> tuple[socket.socket, bytearray]:
+        """POST ``path`` on the unix socket and take over the connection (exec start, attach)."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(60)  # for the handshake; blocking afterwards (reads only after select)
             s.connect(self._unix)
-            body = b'{"Detach":false,"Tty":false}'
-            s.sendall(b"POST /exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
                       b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s"
-                      % (eid.encode(), len(body), body))
+                      % (path.encode(), len(body), body))
             buf = b""
             while b"\r\n\r\n" not in buf:
                 chunk = s.recv(4096)
                 if not chunk:
-                    raise self._docker.errors.APIError(f"exec start {eid}: connection closed")
+                    raise self._docker.errors.APIError(f"{path}: connection closed")
                 buf += chunk
             head, rest = buf.split(b"\r\n\r\n", 1)
             if head.split(b" ", 2)[1] not in (b"101", b"200"):
-                raise self._docker.errors.APIError(f"exec start {eid}: {head.decode(errors='replace')} {rest[:300]!r}")
+                raise self._docker.errors.APIError(f"{path}: {head.decode(errors='replace')} {rest[:300]!r}")
             s.settimeout(None)
             return s, bytearray(rest)
         except BaseException:

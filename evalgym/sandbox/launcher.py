@@ -149,6 +149,10 @@ class Launcher:
         return run
 
     def close(self) -> None:
+        try:  # shutdown, not just close: the reader thread's makefile() keeps the fd open past close()
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         finally:

@@ -1,7 +1,7 @@
 """The local sandbox: a subprocess under an unprivileged uid with rlimits, inside bubblewrap namespaces
 when they are available.
 
-    box = LocalSandbox()               # strict=True refuses to run without namespaces
+    box = LocalSandbox()               # refuses to run without namespaces unless isolation="weak"
     box.run(Program({"main.py": "print(1)"}, ["python3", "main.py"]), Limits(timeout_s=5))
 
 Each run gets:
@@ -14,8 +14,14 @@ Each run gets:
 - with bubblewrap: new user, network (no interfaces up), mount, pid, ipc and uts namespaces, no nested
   user namespaces, the host filesystem hidden except ``/usr`` (read-only), a read-only root, a fresh
   ``/proc``, a minimal ``/dev``, size-capped ``/tmp`` and ``/dev/shm``, ``--die-with-parent``; when the
-  run ends the kernel tears its pid namespace down. Without bubblewrap (``strict=False``): the same uid, rlimits and session, but the
-  host filesystem is visible (as that uid) and the network is reachable; ``isolation`` says so.
+  run ends the kernel tears its pid namespace down.
+- output capped per stream: a program that goes over ``Limits.output_bytes`` is stopped there
+  (``RunResult.killed == "output_limit"``), not drained to its end.
+
+Without namespaces (no bubblewrap, or no unprivileged user namespaces) the sandbox refuses to start
+(``SandboxUnavailable``) unless ``isolation="weak"`` is asked for explicitly: then the same uid, rlimits
+and session, but the host filesystem is visible (as that uid) and the network is reachable; every
+result's ``isolation`` lists what was in force.
 
 Runs are started by a tiny launcher process (``launcher.py``), so the caller is never forked.
 
@@ -39,7 +45,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from evalgym.sandbox.base import Limits, Program, RunResult, SandboxUnavailable
+from evalgym.sandbox.base import Limits, Program, RunResult, SandboxUnavailable, check_isolation
 from evalgym.sandbox.launcher import Launcher
 
 UID_BASE = 60000
@@ -93,31 +99,36 @@ def _namespaces_work(bwrap: str, uid: int) -> bool:
 
 
 class _Reader(threading.Thread):
-    """Drain a pipe, keeping the first ``cap`` bytes (so a flooding program never blocks on a full pipe)."""
+    """Drain a pipe, keeping the first ``cap`` bytes; past the cap, ``on_overflow`` is called once (it stops
+    the program) and the rest is drained, so a flooding program never blocks on a full pipe."""
 
-    def __init__(self, stream, cap: int):
+    def __init__(self, stream, cap: int, on_overflow=None):
         super().__init__(daemon=True)
-        self.stream, self.cap = stream, cap
+        self.stream, self.cap, self.on_overflow = stream, cap, on_overflow
         self.buf = bytearray()
         self.truncated = False
 
     def run(self) -> None:
         while True:
-            chunk = self.stream.read(65536)
+            chunk = self.stream.read1(65536) if hasattr(self.stream, "read1") else self.stream.read(65536)
             if not chunk:
                 return
             room = self.cap - len(self.buf)
             if room > 0:
                 self.buf += chunk[:room]
-            if len(chunk) > max(room, 0):
+            if len(chunk) > max(room, 0) and not self.truncated:
                 self.truncated = True
+                if self.on_overflow is not None:
+                    self.on_overflow()
 
 
 class LocalSandbox:
     name = "local"
 
-    def __init__(self, strict: bool = False, uid_base: int = UID_BASE, slots: int = SLOTS,
-                 python: str = "/usr/bin/python3"):
+    def __init__(self, strict: bool | None = None, uid_base: int = UID_BASE, slots: int = SLOTS,
+                 python: str = "/usr/bin/python3", *, isolation: str | None = None):
+        # strict=True is isolation="full", strict=False is "weak" (the old spelling); the default is "full"
+        isolation = check_isolation(isolation or ("weak" if strict is False else "full"))
         if os.geteuid() != 0:
             # Not root: we cannot switch uids; run as ourselves (rlimits + namespaces still apply).
             self._uids = [os.geteuid()]
@@ -134,11 +145,14 @@ class LocalSandbox:
         self.bwrap = bwrap_path()
         self.namespaces = bool(self.bwrap) and _namespaces_work(self.bwrap, self._uids[0])
         self._seccomp = seccomp_filter() if self.namespaces else None
-        if strict and not self.namespaces:
+        if isolation == "full" and not self.namespaces:
             why = "bubblewrap is not installed" if not self.bwrap else "user namespaces are not available"
-            raise SandboxUnavailable(f"local sandbox in strict mode needs namespaces: {why} "
-                                     "(apt-get install bubblewrap)")
-        self.strict = strict
+            raise SandboxUnavailable(
+                f"the local sandbox promises namespaces (no network, no host files) and cannot make them here: "
+                f"{why} (apt-get install bubblewrap). To run model-written code with uid + rlimits only, ask for "
+                "it explicitly: isolation: weak (EVALGYM_SANDBOX_ISOLATION=weak, or --isolation weak)")
+        self.isolation_level = isolation
+        self.strict = isolation == "full"
 
     # -- uid slots (uid_base .. uid_base + slots) ------------------------------------------
     def _acquire(self) -> int:
@@ -208,15 +222,7 @@ class LocalSandbox:
                     os.chown(p, uid, uid)
             env["HOME"] = str(work)
             return ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in env.items()], *command], work
-        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                "--symlink", "usr/lib64", "/lib64", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-                "--proc", "/proc", "--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/zero", "/dev/zero",
-                "--dev-bind", "/dev/urandom", "/dev/urandom",
-                "--symlink", "urandom", "/dev/random", "--symlink", "/proc/self/fd", "/dev/fd",
-                "--size", str(16 << 20), "--tmpfs", "/dev/shm",
-                "--size", str(16 << 20), "--tmpfs", "/tmp",
-                "--size", str(limits.disk_mb << 20), "--tmpfs", "/work"]
+        argv = self.bwrap_args(limits.disk_mb)
         made: set[str] = set()
         for rel, data in files:  # bwrap copies each file into the tmpfs from an in-memory fd: no temp dir
             parts = rel.split("/")
@@ -230,7 +236,23 @@ class LocalSandbox:
             os.write(fd, data)
             os.lseek(fd, 0, os.SEEK_SET)
             argv += ["--file", str(fd), "/work/" + rel]
-        argv += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]  # only /work, /tmp, /dev/shm stay writable
+        return self.bwrap_finish(argv, env, command, fds), None
+
+    def bwrap_args(self, disk_mb: int) -> list[str]:
+        """bubblewrap's namespaces and mounts up to an empty size-capped ``/work`` (runs and sessions)."""
+        return [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+                "--proc", "/proc", "--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/zero", "/dev/zero",
+                "--dev-bind", "/dev/urandom", "/dev/urandom",
+                "--symlink", "urandom", "/dev/random", "--symlink", "/proc/self/fd", "/dev/fd",
+                "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+                "--size", str(16 << 20), "--tmpfs", "/tmp",
+                "--size", str(disk_mb << 20), "--tmpfs", "/work"]
+
+    def bwrap_finish(self, argv: list[str], env: dict[str, str], command: list[str], fds: list[int]) -> list[str]:
+        """The rest of a bubblewrap command line: read-only root, seccomp, environment, the command."""
+        argv = argv + ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]  # only /work, /tmp, /dev/shm stay writable
         if self._seccomp is not None:
             fd = os.memfd_create("evalgym-seccomp")  # ours, before the filter applies
             fds.append(fd)
@@ -239,8 +261,7 @@ class LocalSandbox:
             argv += ["--seccomp", str(fd)]
         for k, v in env.items():
             argv += ["--setenv", k, v]
-        argv += ["--", *command]
-        return argv, None
+        return argv + ["--", *command]
 
     def _spawn(self, program: Program, limits: Limits, uid: int, argv: list[str], work: Path | None,
                fds: list[int]) -> RunResult:
@@ -248,24 +269,29 @@ class LocalSandbox:
         nproc = limits.processes + 8  # bwrap's own helpers count too
         t0 = time.perf_counter()
         proc = self._start(argv, uid, limits, cpu, nproc, str(work) if work else "/", fds)
-        readers = [_Reader(proc.stdout, limits.output_bytes), _Reader(proc.stderr, limits.output_bytes)]
+        killed: list[str] = []
+        stop_lock = threading.Lock()
+
+        def stop(reason: str) -> None:
+            with stop_lock:
+                if killed:
+                    return
+                killed.append(reason)
+            self._kill_group(proc)
+            self._kill_uid(uid)
+
+        readers = [_Reader(proc.stdout, limits.output_bytes, lambda: stop("output_limit")),
+                   _Reader(proc.stderr, limits.output_bytes, lambda: stop("output_limit"))]
         for r in readers:
             r.start()
         feeder = threading.Thread(target=self._feed, args=(proc, program.stdin), daemon=True)
         feeder.start()
-        expired = threading.Event()
-
-        def on_timeout() -> None:
-            expired.set()
-            self._kill_group(proc)
-            self._kill_uid(uid)
-
-        timer = threading.Timer(limits.timeout_s, on_timeout)
+        timer = threading.Timer(limits.timeout_s, stop, args=("timeout",))
         timer.start()
         proc.wait()  # blocking wait: Popen.wait(timeout=...) polls with sleeps, adding ~30 ms a run
         timer.cancel()
         duration = time.perf_counter() - t0
-        timed_out = expired.is_set()
+        timed_out = killed == ["timeout"]
         for r in readers:
             r.join(timeout=_KILL_GRACE_S)
         for stream in (proc.stdout, proc.stderr, proc.stdin):
@@ -277,13 +303,13 @@ class LocalSandbox:
         stderr = bytes(readers[1].buf).decode("utf-8", "replace")
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-        code = None if timed_out else proc.returncode
+        code = None if killed else proc.returncode
         if code is not None and self.namespaces and 128 < code <= 128 + 64:
             code = -(code - 128)  # bwrap's pid 1 reports a signal death as 128 + signal
         oom = "MemoryError" in stderr or "Cannot allocate memory" in stderr or "std::bad_alloc" in stderr
         return RunResult(exit_code=code, timed_out=timed_out, oom=oom, stdout=stdout, stderr=stderr,
                          truncated=readers[0].truncated or readers[1].truncated, duration_s=duration,
-                         backend=self.name, isolation=self.isolation)
+                         backend=self.name, isolation=self.isolation, killed=killed[0] if killed else None)
 
     def _start(self, argv: list[str], uid: int, limits: Limits, cpu: int, nproc: int, cwd: str,
                fds: list[int]) -> Any:

@@ -1,9 +1,11 @@
 """Checkpoints: ``run_dir/step_000100/`` with HF weights, optimizer, scheduler, RNG and data position,
-and ``meta.json``; written to a temp folder and renamed into place, so a kill never leaves a half
-checkpoint that resume would trust.
+``meta.json`` and ``trained_problems.json`` (content hashes of every problem the run trained on up to this
+step, per env: with ``meta.json``'s ``parent`` link, evaluation computes the overlap of its eval problems
+with everything a checkpoint's lineage saw); written to a temp folder and renamed into place, so a kill
+never leaves a half checkpoint that resume would trust.
 
-Every save appends a line to ``run_dir/events.jsonl`` and calls the in-process subscribers
-(``subscribe(fn)``): the evaluation loop listens either way (in-process, or by watching the file).
+Every save appends a line to ``run_dir/events.jsonl`` (what ``evalgym watch`` follows); evaluating right
+after a save in-process is the training loop's explicit ``after_save`` step, never a side effect of saving.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,6 @@ import torch
 from evalgym.types import CheckpointRef, to_dict
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
-_SUBSCRIBERS: list[Callable[[CheckpointRef], None]] = []
-
-
-def subscribe(fn: Callable[[CheckpointRef], None]) -> Callable[[], None]:
-    """Call ``fn(ref)`` after every checkpoint saved in this process; returns an unsubscribe."""
-    _SUBSCRIBERS.append(fn)
-    return lambda: _SUBSCRIBERS.remove(fn) if fn in _SUBSCRIBERS else None
 
 
 def git_sha() -> str | None:
@@ -79,9 +73,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_checkpoint(run_dir: str | Path, step: int, *, model: Any, tokenizer: Any, optimizer: Any = None,
                     scheduler: Any = None, data_state: dict[str, Any] | None = None, config: Any = None,
                     parent: str | None = None, run_id: str | None = None, extra_meta: dict[str, Any] | None = None,
-                    keep_last: int | None = None, state_dict: dict[str, Any] | None = None) -> CheckpointRef:
-    """``state_dict``: the full weights when the model is sharded (FSDP / DeepSpeed ZeRO-3 gather them
-    with ``accelerator.get_state_dict`` on every process); default: the model's own."""
+                    keep_last: int | None = None, state_dict: dict[str, Any] | None = None,
+                    trained: dict[str, set[str]] | None = None) -> CheckpointRef:
+    """``state_dict``: the full weights when the model is sharded (gathered on every process); default: the
+    model's own. ``optimizer``: an optimizer, or its (gathered) state dict. ``trained``: env id ->
+    content hashes of the problems trained on so far (``trained_problems.json``)."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     final = run / f"step_{step:06d}"
@@ -89,13 +85,15 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: Any, tokenizer: An
     try:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None,
+        optimizer_state = optimizer if isinstance(optimizer, dict) or optimizer is None else optimizer.state_dict()
+        torch.save({"optimizer": optimizer_state,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": rng_state(), "data": data_state or {}, "step": step}, tmp / "trainer_state.pt")
         meta = {"step": step, "run_id": run_id or run.name, "parent": parent, "git_sha": git_sha(),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__,
                 "config": config.model_dump() if hasattr(config, "model_dump") else config, **(extra_meta or {})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        write_trained(tmp, trained or {})
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -113,9 +111,40 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: Any, tokenizer: An
     if keep_last:
         for old in step_dirs(run)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-    for fn in list(_SUBSCRIBERS):
-        fn(ref)
     return ref
+
+
+TRAINED_FILE = "trained_problems.json"
+
+
+def write_trained(folder: Path, trained: dict[str, set[str]]) -> None:
+    """``{"format": 1, "count": N, "hashes": [sorted unique], "by_env": {env: n}, "per_env": {env: [hashes]}}``
+    — compact enough for hundreds of thousands of problems (16 hex characters each)."""
+    every = sorted(set().union(*trained.values())) if trained else []
+    doc = {"format": 1, "count": len(every), "hashes": every,
+           "by_env": {env: len(h) for env, h in sorted(trained.items())},
+           "per_env": {env: sorted(h) for env, h in sorted(trained.items())}}
+    (folder / TRAINED_FILE).write_text(json.dumps(doc, separators=(",", ":")))
+
+
+def read_trained(folder: str | Path) -> dict[str, set[str]]:
+    """Env id -> content hashes from a checkpoint's ``trained_problems.json`` (empty when it has none)."""
+    path = Path(folder) / TRAINED_FILE
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {env: set(h) for env, h in doc.get("per_env", {}).items()}
+
+
+def gather_trained(trained: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The union over processes (each samples its own share of the problems); every process must call."""
+    from accelerate.utils import gather_object
+
+    out: dict[str, set[str]] = {}
+    for part in gather_object([{k: sorted(v) for k, v in trained.items()}]):
+        for env, hashes in part.items():
+            out.setdefault(env, set()).update(hashes)
+    return out
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:

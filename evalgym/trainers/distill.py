@@ -1,25 +1,27 @@
-"""On-policy distillation from one teacher or many (MOPD), and off-policy distillation as its baseline.
+"""On-policy distillation from one teacher or many (MOPD), and off-policy distillation as its baseline: two
+advantage functions for the one RL loop (``rl.py``).
 
-``mode: on_policy`` — each step the student samples ``group_size`` completions of
-``prompts_per_step`` problems from a mixture of envs; each trajectory is routed by its env/domain to
-its teacher (``teachers: {domain or env: model}``), which scores the student's exact tokens; the
-per-token advantage is the stop-gradient reverse-KL term ``log π_teacher(y_t) − log π_student(y_t)``,
-plus ``alpha`` times the outcome reward's group-normalized advantage (``alpha: 0`` is pure
-distillation). Tokens whose trainer/engine probability ratio ``π_train(y_t) / π_engine(y_t)`` falls
-outside ``ratio_band`` are masked (an engine such as vLLM samples with slightly different numerics).
-With ``kl_topk: k`` the sampled per-token term is replaced by the exact reverse KL at every position
-the student visited, over the teacher's k likeliest tokens plus one bucket for all others (one
-teacher pass returns them; k ≥ vocabulary is the full KL): the same objective, with the sampling noise
-of each position's term removed (hf and vllm teachers; vllm needs ``max_logprobs ≥ k``).
+``mode: on_policy`` — the student samples ``group_size`` completions of ``prompts_per_step`` problems from a
+mixture of envs; each trajectory is routed by its env/domain to its teacher (``teachers: {domain or env:
+model}``), which scores the student's exact tokens (every assistant turn of a multi-turn episode: the same
+token sequence). The per-token advantage is ``log π_teacher(y_t) − log π_student(y_t)`` with the student's
+log-prob at sampling time (stop-gradient), plus ``alpha`` times the outcome reward's group-normalized
+advantage (``alpha: 0`` is pure distillation). Tokens whose trainer/sampler probability ratio leaves
+``ratio_band`` are masked (an engine such as vLLM samples with slightly different numerics). With ``kl_topk:
+k`` the loss adds the exact reverse KL at every position the student visited, over the teacher's k likeliest
+tokens plus one bucket for all others (one teacher pass returns them; k ≥ vocabulary is the full KL), in
+place of the sampled per-token term (hf and vllm teachers; vllm needs ``max_logprobs ≥ k``).
 
-``mode: off_policy`` — the teachers sample the same number of completions of the same problems and
-the student is fine-tuned on them (SFT on teacher samples; no verifier filtering, which would be
-rejection sampling).
+``mode: off_policy`` — the teachers sample the same number of completions of the same problems and the
+student learns them (advantage 1 on every teacher token: with 1 × 1 updates exactly SFT on teacher samples;
+no verifier filtering, which would be rejection sampling). With ``data: PATH`` the teachers' samples come from
+disk instead (an ``evalgym synth`` dataset's ``sft`` split, JSONL or parquet chat rows) and the student learns
+them as SFT (the checkpoint's trainer is ``sft``); no teacher is loaded.
 
-Logged per domain: ``reverse_kl/<domain>`` (mean over the student's tokens of log π_s − log π_t, a
-sampled estimate of KL(π_s ‖ π_t)), ``score_gap/<domain>`` (the teacher's verifier score on probe
-problems of the domain, measured once at the start, minus the student's reward this step),
-``masked_frac/<domain>`` and ``reward/<domain>``; ``kl`` is the overall reverse KL.
+Logged per domain: ``reverse_kl/<domain>`` (mean over the student's tokens of log π_s − log π_t, a sampled
+estimate of KL(π_s ‖ π_t)), ``score_gap/<domain>`` (the teacher's verifier score on probe problems of the
+domain, measured once at the start, minus the student's reward this step), ``masked_frac/<domain>`` and
+``reward/<domain>``; ``teacher_kl`` is the overall reverse KL.
 
     evalgym train distill --config mopd.yaml \\
         teachers='{math: runs/expert-math/step_000040, countdown: runs/expert-cd/step_000040}'
@@ -27,294 +29,232 @@ problems of the domain, measured once at the start, minus the student's reward t
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from evalgym.errors import EvalgymError
-from evalgym.policies.base import SamplingParams
 from evalgym.teachers import Router, build_router, check_compatible
-from evalgym.trainers.config import TrainConfig
-from evalgym.trainers.grpo import mixture_setup, pick_problems
-from evalgym.trainers.losses import (distill_advantages, group_advantages, masked_mean, policy_loss,
-                                     ratio_band_mask, sft_loss, topk_reverse_kl)
-from evalgym.trainers.loop import LoopState, run
+from evalgym.trainers.batch import EpisodeTokens, Row, episode_tokens
+from evalgym.trainers.config import RLConfig
+from evalgym.trainers.losses import group_advantages
+from evalgym.trainers.rl import StudentSampler, rollout_stats, sampling_of, short_env, train_rl
 
 
-class DistillConfig(TrainConfig):
-    envs: dict[str, float] = {"arithmetic": 1.0}     # env id -> mixture weight
-    env_kwargs: dict[str, dict[str, Any]] = {}
+class DistillConfig(RLConfig):
     teachers: dict[str, str] = {}       # domain ("math"), env id or short env name -> teacher model
     unrouted: Literal["error", "skip", "default"] = "error"
     default_teacher: str | None = None
     teacher_backend: Literal["hf", "vllm", "openai"] = "hf"
     teacher_kwargs: dict[str, Any] = {}  # passed to the teacher backend (e.g. base_url for openai)
     mode: Literal["on_policy", "off_policy"] = "on_policy"
-    alpha: float = 0.0                  # weight of the outcome advantage mixed into the per-token one
-    ratio_band: tuple[float, float] = (0.5, 2.0)
-    # 0: the per-token advantage is the sampled term log π_t(y_t) − log π_s(y_t); k > 0: at every
-    # position the student sampled, the exact reverse KL over the teacher's k likeliest tokens plus
-    # one bucket for the rest (k ≥ vocabulary: the full KL), needs an hf or vllm teacher
-    kl_topk: int = 0
-    prompts_per_step: int = 8
-    group_size: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 64
-    backend: Literal["hf", "vllm"] = "hf"   # the student's sampling engine
-    probe_prompts: int = 16             # per domain, for the teacher's score (score_gap); 0: off
-    lr: float = 1e-4
-    save_every: int = 25
+    alpha: float = Field(0.0, ge=0)     # weight of the outcome advantage mixed into the per-token one
+    ratio_band: tuple[float, float] | None = (0.5, 2.0)
+    # 0: the per-token advantage is the sampled term log π_t(y_t) − log π_s(y_t); k > 0: at every position the
+    # student sampled, the exact reverse KL over the teacher's k likeliest tokens plus one bucket for the rest
+    # (k ≥ vocabulary: the full KL), needs an hf or vllm teacher
+    kl_topk: int = Field(0, ge=0)
+    group_size: int = Field(4, ge=1)
+    probe_prompts: int = Field(16, ge=0)   # per domain, for the teacher's score (score_gap); 0: off
+    lr: float = Field(1e-4, gt=0)
+    save_every: int = Field(25, ge=1)
+    # off_policy only: the teachers' samples already made (an `evalgym synth` folder's sft split, JSONL or
+    # parquet chat rows) instead of sampling the teachers here; the student learns them as SFT, a batch of
+    # prompts_per_step x group_size rows a step, and no teacher is loaded
+    data: str | None = None
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> DistillConfig:
+        if self.mode == "off_policy":   # fields only the on-policy objective reads: refused, never ignored
+            for name in ("alpha", "kl_topk"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}: {getattr(self, name)} is an on-policy setting; mode is off_policy")
+        elif self.data is not None:
+            raise ValueError(f"data: {self.data!r} is a set of teacher samples made beforehand, i.e. off-policy "
+                             "distillation; on-policy distillation scores the student's own samples (set mode: "
+                             "off_policy, or drop data)")
+        return self
 
 
-def _sequences(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Prompt+completion rows → padded ids, attention and a completion mask aligned with the
-    next-token logprobs (position t predicts token t+1)."""
-    L = max(len(p) + len(c) for p, c in rows)
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), L), dtype=torch.long)
-    mask = torch.zeros((len(rows), L - 1))
-    for b, (p, c) in enumerate(rows):
-        ids[b, :len(p) + len(c)] = torch.tensor(p + c)
-        attn[b, :len(p) + len(c)] = 1
-        mask[b, len(p) - 1:len(p) - 1 + len(c)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "mask": mask}
-
-
-def _aligned(rows: list[tuple[list[int], list[int]]], values: list[list[float]], width: int) -> torch.Tensor:
-    """Per-completion-token values placed where the mask of ``_sequences`` is 1."""
-    out = torch.zeros((len(rows), width))
-    for b, ((p, c), v) in enumerate(zip(rows, values)):
-        if v:
-            out[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(v, dtype=torch.float32)
-    return out
-
-
-def _aligned_topk(rows: list[tuple[list[int], list[int]]], top: list[tuple[list[list[int]], list[list[float]]]],
-                  width: int) -> dict[str, torch.Tensor]:
-    """The teachers' top-k ids and logprobs placed like ``_aligned``; other positions hold a uniform
-    distribution over ids 0..k-1 (masked out of the loss, but finite)."""
-    k = len(top[0][0][0])
-    ids = torch.arange(k).expand(len(rows), width, k).clone()
-    lps = torch.full((len(rows), width, k), -math.log(k))
-    for b, ((p, c), (ti, tl)) in enumerate(zip(rows, top)):
-        if c:
-            ids[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(ti)
-            lps[b, len(p) - 1:len(p) - 1 + len(c)] = torch.tensor(tl, dtype=torch.float32)
-    return {"teacher_top_ids": ids, "teacher_top_logp": lps}
-
-
-def probe_teacher_scores(cfg: DistillConfig, router: Router, envs: dict[str, Any], sizes: dict[str, int],
-                         sampling: SamplingParams) -> dict[str, float]:
-    """Each domain's teacher's mean verifier reward on ``probe_prompts`` problems of that domain
-    (drawn from the mixture with a seed of their own), sampled like the student's rollouts."""
+def probe_teacher_scores(cfg: DistillConfig, router: Router, envs: dict[str, Any], sizes: dict[str, int]) -> dict[str, float]:
+    """Each domain's teacher's mean verifier reward on ``probe_prompts`` problems of that domain (drawn
+    from the mixture with a seed of their own), sampled like the student's rollouts."""
     from evalgym.rollouts import collect_many
 
     if cfg.probe_prompts <= 0:
         return {}
     rng = random.Random(cfg.seed * 7919 + 17)
-    names = [n for n, w in cfg.envs.items() if w > 0]
     by_domain: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for name in names:
+    for name in (n for n, w in cfg.envs.items() if w > 0):
         dom = envs[name].source.problem(0).domain
-        k = cfg.probe_prompts
-        by_domain[dom].extend((name, rng.randrange(sizes[name])) for _ in range(k))
+        by_domain[dom].extend((name, rng.randrange(sizes[name])) for _ in range(cfg.probe_prompts))
     scores: dict[str, float] = {}
     for dom, items in by_domain.items():
         items = rng.sample(items, min(cfg.probe_prompts, len(items)))
         teacher = router.route(envs[items[0][0]].source.problem(items[0][1]))
-        if teacher is None:
-            continue
-        res = collect_many(teacher.policy, [(envs[n], i) for n, i in items], n=1, sampling=sampling,
-                           seed=cfg.seed + 99991)
-        scores[dom] = res.mean_reward()
+        if teacher is not None:
+            res = collect_many(teacher.policy, [(envs[n], i) for n, i in items], n=1, sampling=sampling_of(cfg),
+                               seed=cfg.seed + 99991)
+            scores[dom] = res.mean_reward()
     return scores
 
 
-def train_distill(cfg: DistillConfig, *, progress: bool = True) -> dict[str, Any]:
-    from evalgym.envs.registry import resolve_id
-    from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect_many
-    from evalgym.trainers.sft import _tokenizer_of
+def _scored(ep: EpisodeTokens) -> tuple[list[int], list[int]]:
+    """(prompt ids, everything after) — what a teacher scores; its values line up with ``ids[p:]``."""
+    p = ep.first_sampled
+    return list(ep.ids[:p]), list(ep.ids[p:])
 
-    lo, hi = cfg.ratio_band
-    if not 0 < lo <= 1 <= hi:
-        raise EvalgymError(f"distill.ratio_band must satisfy 0 < low <= 1 <= high, got {cfg.ratio_band}")
-    if not cfg.teachers and not cfg.default_teacher:
-        raise EvalgymError("distill.teachers: name at least one teacher ({domain or env: model})")
-    envs, sizes, world, rank = mixture_setup(cfg, "distill")
 
-    router = build_router(cfg.teachers, unrouted=cfg.unrouted, default_teacher=cfg.default_teacher,
-                          backend=cfg.teacher_backend, backend_kwargs=cfg.teacher_kwargs)
-    student_tok = _tokenizer_of(cfg.model)
-    check_compatible(student_tok, router.teachers(), student_name=cfg.model)
-    if cfg.kl_topk and cfg.mode == "on_policy":
-        for t in router.teachers():
-            if not t.gives_topk:
-                raise EvalgymError(f"distill.kl_topk: teacher {t.name} ({cfg.teacher_backend} backend) gives no top-k "
-                                   "logprobs; use an hf or vllm teacher, or kl_topk: 0 (the sampled per-token KL)")
-    routes = {}
-    for name, env in envs.items():   # an unroutable env fails now (unrouted: error), not mid-run
-        t = router.route(env.source.problem(0))
-        routes[name] = t.name if t is not None else None
-    sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-    teacher_scores = probe_teacher_scores(cfg, router, envs, sizes, sampling) if cfg.mode == "on_policy" else {}
-    holder: dict[str, Any] = {}
+class Distill:
+    name = "distill"
 
-    def student_policy(state: LoopState) -> Any:
-        if cfg.backend == "hf":
-            return HFPolicy.from_model(state.model, state.tokenizer, name=cfg.model)
-        if "engine" not in holder:
-            from evalgym.policies.vllm import VLLMPolicy
-            holder["engine"] = VLLMPolicy(cfg.model, max_model_len=2048)
-        holder["engine"].load_weights(state.model.state_dict())
-        return holder["engine"]
+    def __init__(self, cfg: DistillConfig, router: Router, teacher_scores: dict[str, float], routes: dict[str, Any]):
+        self.cfg, self.router, self.teacher_scores, self.routes = cfg, router, teacher_scores, routes
+        self.sampler = StudentSampler(cfg)
 
-    def make_batch(step: int, micro: int, state: LoopState) -> dict[str, Any]:
-        k = step * cfg.grad_accum + micro
-        items = pick_problems(cfg, sizes, k)[rank::world]   # type: ignore[arg-type]
-        seed = cfg.seed * 1_000_003 + k
-        if cfg.mode == "off_policy":
-            return off_policy_batch(items, seed, step)
-        model = state.model
-        was_training = model.training
-        model.eval()
-        result = collect_many(student_policy(state), [(envs[n], i) for n, i in items], n=cfg.group_size,
-                              sampling=sampling, seed=seed, policy_step=step)
-        model.train(was_training)
-        return on_policy_batch(result, state.tokenizer.pad_token_id)
+    def sample(self, trainer: Any, items: list[tuple[Any, int]], seed: int, step: int) -> Any:
+        if self.cfg.mode == "on_policy":
+            return self.sampler.collect(trainer, items, seed, step)
+        return self._teacher_rollout(items, seed, step)
 
-    def on_policy_batch(result: Any, pad_id: int) -> dict[str, Any]:
-        rewards = torch.tensor([[t.reward for t in g.trajectories] for g in result.groups], dtype=torch.float32)
-        outcome = group_advantages(rewards) if cfg.alpha else torch.zeros_like(rewards)
-        rows, teachers, adv, domains, rew = [], [], [], [], []
-        skipped = 0
-        for gi, g in enumerate(result.groups):
-            teacher = router.route(g.problem)
-            if teacher is None:
-                skipped += len(g.trajectories)
+    def _teacher_rollout(self, items: list[tuple[Any, int]], seed: int, step: int) -> Any:
+        """Off-policy: each problem sampled by its own teacher; one Rollout in the items' order."""
+        from evalgym.rollouts import Rollout, RolloutStats, collect_many
+
+        by_teacher: dict[int, list[int]] = defaultdict(list)
+        teacher_of: dict[int, Any] = {}
+        skipped: list[int] = []
+        for k, (env, i) in enumerate(items):
+            t = self.router.route(env.source.problem(i))
+            if t is None:
+                skipped.append(k)
                 continue
+            by_teacher[id(t)].append(k)
+            teacher_of[id(t)] = t
+        groups: dict[int, Any] = {}
+        stats = RolloutStats()
+        for tid, ks in by_teacher.items():
+            res = collect_many(teacher_of[tid].policy, [items[k] for k in ks], n=self.cfg.group_size,
+                               sampling=sampling_of(self.cfg), seed=seed, policy_step=step)
+            groups.update(zip(ks, res.groups))
+            for env_id, d in res.stats.per_env.items():
+                agg = stats.per_env.setdefault(env_id, {"trajectories": 0, "reward_sum": 0.0, "correct": 0})
+                for key in ("trajectories", "reward_sum", "correct"):
+                    agg[key] += d[key]
+        for d in stats.per_env.values():
+            d["mean_reward"] = d["reward_sum"] / max(d["trajectories"], 1)
+        out = Rollout(groups=[groups[k] for k in sorted(groups)], stats=stats)
+        out.skipped = len(skipped)   # type: ignore[attr-defined]
+        return out
+
+    def rows(self, trainer: Any, rollout: Any, valid: list[list[bool]]) -> tuple[list[Row], dict[str, float]]:
+        stats = rollout_stats(rollout)
+        if self.cfg.mode == "off_policy":
+            rows = []
+            for gi, g in enumerate(rollout.groups):
+                for t in g.trajectories:   # the teacher's tokens, learned as they are (SFT)
+                    ep = episode_tokens(t)
+                    rows.append(Row(EpisodeTokens(ep.ids, ep.sampled, ep.logprobs, False), advantage=1.0, group=gi,
+                                    labels={"env": short_env(g.problem.env_id), "domain": g.problem.domain}))
+            stats["teacher_reward"] = stats.pop("reward")
+            for d in {g.problem.domain for g in rollout.groups}:
+                rs = [t.reward for g in rollout.groups if g.problem.domain == d for t in g.trajectories]
+                stats[f"teacher_reward/{d}"] = sum(rs) / len(rs)
+            stats["skipped_frac"] = getattr(rollout, "skipped", 0) / max(self.cfg.prompts_per_step, 1)
+            return rows, stats
+        return self._on_policy_rows(rollout, valid, stats)
+
+    def _on_policy_rows(self, rollout: Any, valid: list[list[bool]], stats: dict[str, float]) -> tuple[list[Row], dict[str, float]]:
+        cfg = self.cfg
+        rows: list[Row] = []
+        teachers: list[Any] = []
+        skipped = 0
+        for gi, g in enumerate(rollout.groups):
+            teacher = self.router.route(g.problem)
+            r = torch.tensor([t.reward for t in g.trajectories], dtype=torch.float32)
+            outcome = group_advantages(r[None])[0] if cfg.alpha else torch.zeros_like(r)
             for ti, t in enumerate(g.trajectories):
-                c = t.final.completion
-                if not c.token_ids:
-                    continue
-                rows.append((list(c.prompt_token_ids), list(c.token_ids), list(c.logprobs)))
-                teachers.append(teacher)
-                adv.append(float(outcome[gi, ti]))
-                domains.append(g.problem.domain)
-                rew.append(t.reward)
-        stats = {"reward": float(rewards.mean()) if rewards.numel() else 0.0,
-                 "skipped_frac": skipped / max(1, rewards.numel())}
-        if not rows:
-            return {"input_ids": None, "stats": stats}
-        teacher_lp: list[list[float]] = [[] for _ in rows]
+                ep = episode_tokens(t)
+                use = teacher is not None and valid[gi][ti] and ep.num_sampled > 0
+                skipped += teacher is None
+                rows.append(Row(ep, advantage=cfg.alpha * float(outcome[ti]), group=gi, train=use,
+                                labels={"env": short_env(g.problem.env_id), "domain": g.problem.domain}))
+                teachers.append(teacher if use else None)
         by_teacher: dict[int, list[int]] = defaultdict(list)
         for b, t in enumerate(teachers):
-            by_teacher[id(t)].append(b)
-        top: list[tuple[list[list[int]], list[list[float]]]] = [([], []) for _ in rows]
+            if t is not None:
+                by_teacher[id(t)].append(b)
         for idx in by_teacher.values():
-            reqs = [(rows[b][0], rows[b][1]) for b in idx]
-            if cfg.kl_topk:   # one teacher pass gives its top k and the sampled tokens' logprobs
-                for b, (ids, lps, own) in zip(idx, teachers[idx[0]].topk(reqs, cfg.kl_topk)):
-                    top[b], teacher_lp[b] = (ids, lps), own
+            teacher = teachers[idx[0]]
+            reqs = [_scored(rows[b].episode) for b in idx]
+            if cfg.kl_topk:   # one teacher pass gives its top k and the sampled tokens' log-probs
+                for b, (ids, lps, own) in zip(idx, teacher.topk(reqs, cfg.kl_topk)):
+                    p = rows[b].episode.first_sampled
+                    rows[b].teacher_logp = [0.0] * p + list(own)
+                    rows[b].teacher_top_ids = [[0] * len(ids[0])] * p + ids
+                    rows[b].teacher_top_logp = [[0.0] * len(ids[0])] * p + lps
             else:
-                for b, lp in zip(idx, teachers[idx[0]].logprobs(reqs)):
-                    teacher_lp[b] = lp
-        pc = [(p, c) for p, c, _ in rows]
-        batch = _sequences(pc, pad_id)
-        width = batch["mask"].shape[1]
-        if cfg.kl_topk:
-            batch.update(_aligned_topk(pc, top, width))
-        batch.update(teacher_logp=_aligned(pc, teacher_lp, width),
-                     behavior_logp=_aligned(pc, [lp for *_, lp in rows], width),
-                     has_behavior=torch.tensor([bool(lp) for *_, lp in rows]),
-                     outcome_adv=torch.tensor(adv), domains=domains, rewards=rew, stats=stats)
-        return batch
+                for b, lp in zip(idx, teacher.logprobs(reqs)):
+                    rows[b].teacher_logp = [0.0] * rows[b].episode.first_sampled + list(lp)
+        stats["skipped_frac"] = skipped / max(len(rows), 1)
+        for d in {g.problem.domain for g in rollout.groups}:
+            rs = [t.reward for g in rollout.groups if g.problem.domain == d for t in g.trajectories]
+            stats[f"reward/{d}"] = sum(rs) / len(rs)
+            if d in self.teacher_scores:
+                stats[f"score_gap/{d}"] = self.teacher_scores[d] - stats[f"reward/{d}"]
+        return rows, stats
 
-    def off_policy_batch(items: list[tuple[str, int]], seed: int, step: int) -> dict[str, Any]:
-        by_teacher: dict[int, list[tuple[str, int]]] = defaultdict(list)
-        teacher_of: dict[int, Any] = {}
-        skipped = 0
-        for name, i in items:
-            t = router.route(envs[name].source.problem(i))
-            if t is None:
-                skipped += cfg.group_size
-                continue
-            by_teacher[id(t)].append((name, i))
-            teacher_of[id(t)] = t
-        rows, rew, domains = [], [], []
-        for tid, its in by_teacher.items():
-            res = collect_many(teacher_of[tid].policy, [(envs[n], i) for n, i in its], n=cfg.group_size,
-                               sampling=sampling, seed=seed, policy_step=step)
-            for g in res.groups:
-                for t in g.trajectories:
-                    c = t.final.completion
-                    if c.token_ids:
-                        rows.append((list(c.prompt_token_ids), list(c.token_ids)))
-                        rew.append(t.reward)
-                        domains.append(g.problem.domain)
-        stats: dict[str, float] = {"teacher_reward": sum(rew) / len(rew) if rew else 0.0,
-                                   "skipped_frac": skipped / max(1, len(items) * cfg.group_size)}
-        for d in sorted(set(domains)):
-            rs = [r for r, dd in zip(rew, domains) if dd == d]
-            stats[f"teacher_reward/{d}"] = sum(rs) / len(rs)
-        if not rows:
-            return {"input_ids": None, "stats": stats}
-        return {**_sequences(rows, student_tok.pad_token_id), "stats": stats}
+    def meta(self) -> dict[str, Any]:
+        return {"trainer": "distill", "mode": self.cfg.mode, "routes": self.routes,
+                "teacher_scores": self.teacher_scores}
 
-    def loss_fn(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        stats = batch["stats"]
-        if batch["input_ids"] is None:
-            zero = sum(p.sum() * 0.0 for p in model.parameters())
-            return zero, {**stats, "tokens": 0.0}
-        dev = next(model.parameters()).device
-        ids, attn, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["mask"].to(dev)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        logp_all = torch.log_softmax(logits, -1)
-        new_logp = logp_all.gather(-1, ids[:, 1:, None])[..., 0]
-        if cfg.mode == "off_policy":
-            return sft_loss(new_logp, mask), {**stats, "tokens": float(mask.sum())}
-        student_lp = new_logp.detach()
-        teacher_lp = batch["teacher_logp"].to(dev)
-        behavior = batch["behavior_logp"].to(dev)
-        no_engine_lp = ~batch["has_behavior"].to(dev)[:, None]   # backends without logprobs: nothing to mask
-        in_band = torch.maximum(ratio_band_mask(student_lp, behavior, lo, hi), no_engine_lp.to(mask.dtype))
-        used = mask * in_band
-        outcome = cfg.alpha * batch["outcome_adv"].to(dev)[:, None]
-        extra: dict[str, float] = {}
-        if cfg.kl_topk:   # the exact (top-k) reverse KL at each visited position, plus the outcome term
-            kl_tok = topk_reverse_kl(logp_all, batch["teacher_top_ids"].to(dev), batch["teacher_top_logp"].to(dev))
-            loss, m = policy_loss(new_logp, student_lp, outcome * mask, used, aggregation="token")
-            loss = loss + masked_mean(kl_tok, used)
-            extra["kl_topk"] = float(masked_mean(kl_tok.detach(), mask))
-        else:
-            adv = distill_advantages(teacher_lp, student_lp) * mask + outcome
-            loss, m = policy_loss(new_logp, student_lp, adv, used, aggregation="token")
-        rkl = (student_lp - teacher_lp) * mask
-        out = {**stats, **extra, "tokens": float(used.sum()), "kl": float(masked_mean(rkl, mask)),
-               "masked_frac": float(1 - used.sum() / mask.sum().clamp(min=1)), "clip_fraction": m["clip_fraction"]}
-        domains = batch["domains"]
-        rewards = torch.tensor(batch["rewards"])
-        for d in sorted(set(domains)):
-            sel = torch.tensor([x == d for x in domains], device=dev)
-            dm = mask[sel]
-            out[f"reverse_kl/{d}"] = float(masked_mean(rkl[sel], dm))
-            out[f"masked_frac/{d}"] = float(1 - used[sel].sum() / dm.sum().clamp(min=1))
-            r = float(rewards[sel.cpu()].mean())
-            out[f"reward/{d}"] = r
-            if d in teacher_scores:
-                out[f"score_gap/{d}"] = teacher_scores[d] - r
-        return loss, out
+    def close(self) -> None:
+        self.router.close()
+        self.sampler.close()
 
+
+def _distill_from_data(cfg: DistillConfig, *, progress: bool, after_save: Any) -> dict[str, Any]:
+    """Off-policy distillation from teacher samples on disk: SFT on those rows (the same objective as
+    ``mode: off_policy`` sampling the teachers itself), with this config's shared training fields."""
+    from evalgym.trainers.config import TrainConfig
+    from evalgym.trainers.sft import SFTConfig, train_sft
+
+    shared = {k: getattr(cfg, k) for k in TrainConfig.model_fields}
+    sft = SFTConfig(**shared, data=cfg.data, batch_size=cfg.prompts_per_step * cfg.group_size,
+                    max_len=max(512, 4 * cfg.max_tokens))
+    return train_sft(sft, progress=progress, after_save=after_save)
+
+
+def train_distill(cfg: DistillConfig, *, progress: bool = True, after_save: Any = None) -> dict[str, Any]:
+    from evalgym.trainers.rl import mixture_setup
+    from evalgym.trainers.sft import tokenizer_of
+
+    if cfg.data is not None:
+        return _distill_from_data(cfg, progress=progress, after_save=after_save)
+    if not cfg.teachers and not cfg.default_teacher:
+        raise EvalgymError("distill.teachers: name at least one teacher ({domain or env: model})")
+    envs, sizes, _world, _rank = mixture_setup(cfg, "distill")
+    router = build_router(cfg.teachers, unrouted=cfg.unrouted, default_teacher=cfg.default_teacher,
+                          backend=cfg.teacher_backend, backend_kwargs=cfg.teacher_kwargs)
     try:
-        return run(cfg, make_batch=make_batch, loss_fn=loss_fn, tokenizer=student_tok,
-                   extra_meta={"trainer": "distill", "mode": cfg.mode, "envs": {n: resolve_id(n) for n in envs},
-                               "routes": routes, "teacher_scores": teacher_scores},
-                   progress=progress)
-    finally:
+        student_tok = tokenizer_of(cfg.model)
+        check_compatible(student_tok, router.teachers(), student_name=cfg.model)
+        if cfg.kl_topk and cfg.mode == "on_policy":
+            for t in router.teachers():
+                if not t.gives_topk:
+                    raise EvalgymError(f"distill.kl_topk: teacher {t.name} ({cfg.teacher_backend} backend) gives no "
+                                       "top-k logprobs; use an hf or vllm teacher, or kl_topk: 0 (the sampled "
+                                       "per-token KL)")
+        routes = {}
+        for name, env in envs.items():   # an unroutable env fails now (unrouted: error), not mid-run
+            t = router.route(env.source.problem(0))
+            routes[name] = t.name if t is not None else None
+        scores = probe_teacher_scores(cfg, router, envs, sizes)
+    except BaseException:
         router.close()
-        if "engine" in holder:
-            holder["engine"].close()
+        raise
+    return train_rl(cfg, Distill(cfg, router, scores, routes), progress=progress, after_save=after_save,
+                    tokenizer=student_tok)

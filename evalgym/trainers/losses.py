@@ -43,15 +43,19 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Aggregation, max_tokens: int | None = None) -> torch.Tensor:
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Aggregation, max_tokens: int | None = None, *,
+              num_tokens: float | None = None, num_seqs: float | None = None) -> torch.Tensor:
+    """Reduce ``[B, T]`` per-token terms to the loss. ``num_tokens`` / ``num_seqs`` replace this batch's own
+    counts when it is one micro-batch of a larger minibatch (its losses then add up to the minibatch's)."""
     if how == "token":
-        return masked_mean(per_token, mask)
+        return (per_token * mask).sum() / (num_tokens if num_tokens is not None else mask.sum().clamp(min=1))
     if how == "sequence":
-        return masked_mean(per_token, mask, dim=1).mean()
+        per_seq = masked_mean(per_token, mask, dim=1)
+        return per_seq.mean() if num_seqs is None else per_seq.sum() / num_seqs
     if how == "constant":
         if not max_tokens:
             raise ValueError("aggregation 'constant' (Dr. GRPO) needs max_tokens")
-        return (per_token * mask).sum() / (per_token.shape[0] * max_tokens)
+        return (per_token * mask).sum() / ((num_seqs if num_seqs is not None else per_token.shape[0]) * max_tokens)
     raise ValueError(f"aggregation must be 'token', 'sequence' or 'constant', got {how!r}")
 
 
@@ -76,6 +80,8 @@ def policy_loss(
     beta: float = 0.0,
     behavior_logp: torch.Tensor | None = None,
     tis_cap: float = 2.0,
+    num_tokens: float | None = None,
+    num_seqs: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate of the GRPO family; returns (loss, metrics).
 
@@ -103,7 +109,7 @@ def policy_loss(
         kl = masked_mean(kl_tok, mask)
         if beta:
             per_token = per_token + beta * kl_tok
-    loss = aggregate(per_token, mask, aggregation, max_tokens)
+    loss = aggregate(per_token, mask, aggregation, max_tokens, num_tokens=num_tokens, num_seqs=num_seqs)
     with torch.no_grad():
         is_clipped = ((ratio < 1 - clip_low) & (adv < 0)) | ((ratio > 1 + clip_high) & (adv > 0))
         metrics = {
@@ -148,21 +154,21 @@ def distill_advantages(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -
     return (teacher_logp - student_logp).detach()
 
 
-def topk_reverse_kl(student_logp: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor,
+def topk_reverse_kl(student_top: torch.Tensor, student_rest: torch.Tensor, teacher_top: torch.Tensor,
                     eps: float = 1e-10) -> torch.Tensor:
-    """Per-position reverse KL ``KL(π_s ‖ π_t)`` over the teacher's top-k tokens plus one bucket for
-    every other token: ``Σ_k π_s(v_k)(log π_s(v_k) − log π_t(v_k)) + π_s(rest)(log π_s(rest) − log π_t(rest))``
-    with ``π(rest) = 1 − Σ_k π(v_k)``. ``student_logp`` ``[..., V]`` (log-softmax, differentiable),
-    ``teacher_ids``/``teacher_logp`` ``[..., k]``; returns ``[...]``. With k = V it is the exact KL;
-    with k < V it is the KL between the two distributions coarsened to k + 1 outcomes (a lower bound
-    of the full one), which pushes the student's mass onto the teacher's likely tokens."""
-    s_k = student_logp.gather(-1, teacher_ids)
-    kl = (s_k.exp() * (s_k - teacher_logp)).sum(-1)
-    if teacher_ids.shape[-1] >= student_logp.shape[-1]:
-        return kl
-    s_rest = student_logp.scatter(-1, teacher_ids, float("-inf")).logsumexp(-1)
-    t_rest = torch.log((1 - teacher_logp.exp().sum(-1)).clamp(min=eps))
-    return kl + s_rest.exp() * (s_rest - t_rest)
+    """Per-position reverse KL ``KL(π_s ‖ π_t)`` over the teacher's top-k tokens plus one bucket for every
+    other token: ``Σ_k π_s(v_k)(log π_s(v_k) − log π_t(v_k)) + π_s(rest)(log π_s(rest) − log π_t(rest))``
+    with ``π_t(rest) = 1 − Σ_k π_t(v_k)``. ``student_top`` ``[..., k]``: the student's log-probs of the
+    teacher's top-k ids (differentiable), ``student_rest`` ``[...]``: the log of the student's mass on every
+    other id (``-inf`` when the top-k is the whole vocabulary), ``teacher_top`` ``[..., k]``. With k = V it
+    is the exact KL; with k < V the KL between the two distributions coarsened to k + 1 outcomes (a lower
+    bound of the full one), which pushes the student's mass onto the teacher's likely tokens."""
+    kl = (student_top.exp() * (student_top - teacher_top)).sum(-1)
+    t_rest = torch.log((1 - teacher_top.exp().sum(-1)).clamp(min=eps))
+    finite = torch.isfinite(student_rest)
+    safe = torch.where(finite, student_rest, torch.zeros_like(student_rest))   # no NaN gradient through -inf
+    rest_term = safe.exp() * (safe - t_rest)
+    return kl + torch.where(finite, rest_term, torch.zeros_like(rest_term))
 
 
 def ratio_band_mask(train_logp: torch.Tensor, engine_logp: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -1,87 +1,98 @@
-"""Rejection-sampling SFT (the Llama 3 / R1 stage): sample n completions per prompt from the current
-model, keep the best by the env's verifier (ties: the first correct sample) -- or by a reward model's
-score (``reward_model``, as Llama 3 does) -- then SFT on the kept ones.
+"""Rejection sampling (the Llama 3 / R1 stage, online as in RAFT): an advantage function for the one RL loop.
 
-    evalgym train rs-sft model=runs/grpo/step_000040 'envs=[arithmetic]' n=8 num_prompts=256 steps=100
-    evalgym train rs-sft model=runs/sft/step_000600 'envs=[arithmetic]' reward_model=runs/rm/step_000160 min_reward=0.5
+Each step samples ``group_size`` completions of ``prompts_per_step`` problems from the current model, keeps
+the best of each group by the env's verifier — or by a reward model's score (``reward_model``, as Llama 3
+does) — when it reaches ``min_reward`` (ties: the first sample), and learns the kept samples: advantage 1 on
+their tokens, every other sample out of the loss. With 1 × 1 updates that is exactly SFT on the kept
+samples (the ratio is 1, the gradient ``−∇ log π``); ``minibatches``/``epochs`` > 1 reuse one large sampled
+batch several times, the offline variant. The kept samples of each step are appended to
+``run_dir/selected.jsonl`` (prompt, completion, reward, step).
+
+    evalgym train rs-sft model=runs/grpo/step_000040 'envs={arithmetic: 1}' group_size=8 prompts_per_step=16
+    evalgym train rs-sft model=runs/sft/step_000600 'envs={arithmetic: 1}' reward_model=runs/rm/step_000160 min_reward=0.5
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from evalgym.errors import EvalgymError
-from evalgym.policies.base import SamplingParams
-from evalgym.trainers.sft import SFTConfig, train_sft
+from pydantic import Field
 
-
-class RSSFTConfig(SFTConfig):
-    n: int = 8                        # samples per prompt (best-of-n)
-    num_prompts: int = 256            # prompts per env
-    temperature: float = 1.0
-    max_tokens: int = 128
-    min_reward: float = 1.0           # keep a prompt only if its best sample reaches this reward
-    sample_model: str | None = None   # default: `model`
-    reward_model: str | None = None   # select by the reward model's σ(score) instead of the verifier
-                                      # (then min_reward 0.5 keeps samples it scores above 0)
+from evalgym.trainers.batch import Row, episode_tokens
+from evalgym.trainers.config import RLConfig
+from evalgym.trainers.rl import StudentSampler, rollout_stats, short_env, train_rl
 
 
-def select_best(groups: list[Any], min_reward: float,
-                rewards: list[list[float]] | None = None) -> list[dict[str, Any]]:
-    """One SFT row per group whose best sample reaches ``min_reward``, with where it came from.
-    ``rewards`` (one list per group) replaces the verifier's rewards (a reward model's scores)."""
-    rows = []
-    for gi, g in enumerate(groups):
-        scored = [(rewards[gi][ti] if rewards is not None else t.reward, t) for ti, t in enumerate(g.trajectories)]
-        reward, best = max(scored, key=lambda rt: (rt[0], -rt[1].sample_index))
-        if reward >= min_reward:
-            messages = [m.as_dict() for m in best.final.messages]
-            rows.append({"messages": messages + [{"role": "assistant", "content": best.final.completion.text}],
-                         "env_id": g.problem.env_id, "index": g.problem.index, "reward": reward,
-                         "verifier_reward": best.reward})
-    return rows
+class RSSFTConfig(RLConfig):
+    group_size: int = Field(8, ge=1)      # samples per prompt (best-of-n)
+    prompts_per_step: int = Field(16, ge=1)
+    min_reward: float = Field(1.0, ge=0, le=1)   # keep a prompt's best sample only if it reaches this reward
+    reward_model: str | None = None       # select by the reward model's σ(score) instead of the verifier
+                                          # (then min_reward 0.5 keeps samples it scores above 0)
+    aggregation: Literal["token", "sequence", "constant"] = "token"   # token mean: SFT's loss
+    lr: float = Field(1e-4, gt=0)
+    save_every: int = Field(25, ge=1)
 
 
-def train_rs_sft(cfg: RSSFTConfig, *, progress: bool = True) -> dict[str, Any]:
-    from evalgym.policies.hf import HFPolicy
-    from evalgym.rollouts import collect, make_env
+def select_best(rewards: list[float], valid: list[bool], min_reward: float) -> int | None:
+    """Index of the best valid sample reaching ``min_reward`` (the first of equals), or None."""
+    best = max((i for i, ok in enumerate(valid) if ok), key=lambda i: (rewards[i], -i), default=None)
+    return best if best is not None and rewards[best] >= min_reward else None
 
-    if not cfg.envs:
-        raise EvalgymError("rs-sft: name the envs to sample from (`envs=[...]`)")
-    data = Path(cfg.run_dir) / "rs_data.jsonl"
-    stats: dict[str, Any] = {}
-    if not data.exists():  # sampled once; a resumed run trains on the same data
-        policy = HFPolicy(cfg.sample_model or cfg.model)
-        scorer = None
-        if cfg.reward_model:
-            from evalgym.trainers.rm import RewardModelScorer
-            scorer = RewardModelScorer(cfg.reward_model)
-        rows = []
-        for env_id in cfg.envs:
-            env = make_env(env_id, **cfg.env_kwargs.get(env_id, {}))
-            result = collect(policy, env, num_prompts=cfg.num_prompts, n=cfg.n, seed=cfg.seed, progress=progress,
-                             sampling=SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens))
-            rewards = None
-            if scorer is not None:
-                trajs = [t for g in result.groups for t in g.trajectories]
-                flat = iter(v.reward for v in scorer.verify_batch([t.problem for t in trajs],
-                                                                  [t.final.completion.text for t in trajs]))
-                rewards = [[next(flat) for _ in g.trajectories] for g in result.groups]
-            kept = select_best(result.groups, cfg.min_reward, rewards)
-            stats[env_id] = {"prompts": len(result.groups), "kept": len(kept), "mean_reward": result.mean_reward()}
-            rows += kept
-        if not rows:
-            raise EvalgymError(f"rs-sft: no prompt had a sample with {'reward-model ' if scorer else ''}reward >= "
-                               f"{cfg.min_reward} ({stats}); "
-                               "sample more (n, num_prompts) or start from a stronger model")
-        data.parent.mkdir(parents=True, exist_ok=True)
-        tmp = data.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(data)
-    sft_cfg = SFTConfig(**{k: v for k, v in cfg.model_dump().items() if k in SFTConfig.model_fields})
-    sft_cfg = sft_cfg.model_copy(update={"data": str(data), "envs": []})
-    result = train_sft(sft_cfg, progress=progress)
-    result["selection"] = stats
-    return result
+
+class RejectionSampling:
+    name = "rs-sft"
+
+    def __init__(self, cfg: RSSFTConfig):
+        self.cfg = cfg
+        self.sampler = StudentSampler(cfg)
+        self.reward_model: Any = None
+        self.selected = Path(cfg.run_dir) / "selected.jsonl"
+
+    def sample(self, trainer: Any, items: list[tuple[Any, int]], seed: int, step: int) -> Any:
+        if step == trainer.step and self.selected.exists() and trainer.is_main:   # resumed: drop later steps
+            keep = [ln for ln in self.selected.read_text().splitlines() if json.loads(ln)["step"] < step]
+            self.selected.write_text("".join(ln + "\n" for ln in keep))
+        return self.sampler.collect(trainer, items, seed, step)
+
+    def rows(self, trainer: Any, rollout: Any, valid: list[list[bool]]) -> tuple[list[Row], dict[str, float]]:
+        rewards = [[t.reward for t in g.trajectories] for g in rollout.groups]
+        if self.cfg.reward_model:
+            if self.reward_model is None:
+                from evalgym.trainers.rm import RewardModelScorer
+                self.reward_model = RewardModelScorer(self.cfg.reward_model)
+            trajs = [t for g in rollout.groups for t in g.trajectories]
+            flat = iter(v.reward for v in self.reward_model.verify_batch([t.problem for t in trajs],
+                                                                        [t.final.completion.text for t in trajs]))
+            rewards = [[next(flat) for _ in g.trajectories] for g in rollout.groups]
+            valid = [[True] * len(g.trajectories) for g in rollout.groups]
+        rows, kept = [], []
+        for gi, g in enumerate(rollout.groups):
+            best = select_best(rewards[gi], valid[gi], self.cfg.min_reward)
+            for i, t in enumerate(g.trajectories):
+                rows.append(Row(episode_tokens(t), advantage=1.0, group=gi, train=i == best,
+                                labels={"env": short_env(g.problem.env_id), "domain": g.problem.domain}))
+            if best is not None:
+                t = g.trajectories[best]
+                kept.append({"step": trainer.step, "env_id": g.problem.env_id, "index": g.problem.index,
+                             "messages": [m.as_dict() for m in t.final.messages]
+                             + [{"role": "assistant", "content": t.final.completion.text}],
+                             "reward": rewards[gi][best], "verifier_reward": t.reward})
+        if trainer.is_main and kept:
+            self.selected.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.selected, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in kept))
+        stats = {**rollout_stats(rollout, rewards), "kept_frac": len(kept) / max(len(rollout.groups), 1)}
+        return rows, stats
+
+    def meta(self) -> dict[str, Any]:
+        return {"trainer": "rs-sft"}
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+def train_rs_sft(cfg: RSSFTConfig, *, progress: bool = True, after_save: Any = None) -> dict[str, Any]:
+    return train_rl(cfg, RejectionSampling(cfg), progress=progress, after_save=after_save)

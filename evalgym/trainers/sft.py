@@ -1,8 +1,12 @@
 """Supervised fine-tuning on chat data, loss on assistant tokens only.
 
-Data: a JSONL file of ``{"messages": [...]}`` rows (``data``), and/or the reference solutions of
-evalgym envs (``envs``: each problem's prompt with its reference as the assistant turn; procedural
-envs give unlimited rows, seeded by ``env_seed``).
+Data: chat rows ``{"messages": [...]}`` (``data``: a JSONL file, parquet, or an HF dataset folder), and/or
+the reference solutions of evalgym envs (``envs``: each problem's prompt with its reference as the assistant
+turn; procedural envs give unlimited rows, seeded by ``env_seed``; an agentic env's row is its reference
+tool-calling episode, played in its sandbox, with its tools). A row may carry ``tools`` (OpenAI specs): it is
+rendered as rollouts render it (the template's ``tools=``, or the Hermes fallback of ``render_chat``).
+A step's rows are packed end to end into padding-free rows (``packing: true``; positions restart per
+sequence, attention stays within it), one forward.
 
     evalgym train sft --config sft.yaml steps=200 lr=1e-3
     train_sft(SFTConfig(model="tiny", envs=["arithmetic"], steps=200, run_dir="runs/sft"))
@@ -11,30 +15,35 @@ envs give unlimited rows, seeded by ``env_seed``).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from evalgym.errors import EvalgymError
-from evalgym.trainers.config import TrainConfig
-from evalgym.trainers.losses import sft_loss
+from evalgym.trainers.batch import pack, padded
+from evalgym.trainers.config import RowsConfig
 from evalgym.trainers.loop import LoopState, dist_state, run
+from evalgym.types import content_hash
 
 
-class SFTConfig(TrainConfig):
-    data: str | None = None           # JSONL of {"messages": [...]} rows
+class SFTConfig(RowsConfig):
+    data: str | None = None           # chat rows: JSONL / parquet / HF dataset folder of {"messages": [...]}
     envs: list[str] = []              # env ids whose references become assistant turns
-    env_rows: int = 2000              # problems per env
-    env_seed: int = 0                 # procedural envs: problem i is Random(env_seed + i)
+    env_rows: int = Field(2000, ge=1)  # problems per env
+    env_seed: int = Field(0, ge=0)    # procedural envs: problem i is Random(env_seed + i)
     env_kwargs: dict[str, dict[str, Any]] = {}
-    max_len: int = 512                # tokens per sequence (longer rows are truncated)
 
 
-def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int) -> tuple[list[int], list[int]]:
+def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
+                  tools: list[dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and a 0/1 mask that is 1 on assistant tokens (their
     content and end-of-turn token), found by rendering each prefix."""
+    from evalgym.policies.tool_template import render as render_text   # = apply_chat_template without tools
+
     def render(msgs: list[dict[str, str]], gen: bool) -> list[int]:
-        text = tokenizer.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=False)
+        text = render_text(tokenizer, msgs, tools, gen)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     ids = render(messages, False)
@@ -52,8 +61,12 @@ def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int) 
     return ids[:max_len], mask[:max_len]
 
 
-def load_rows(cfg: SFTConfig) -> list[list[dict[str, str]]]:
+def load_rows(cfg: SFTConfig) -> tuple[list[list[dict[str, str]]], list[Any], list[Any]]:
+    """The chat rows, the env ``Problem`` each came from (a data row: its ``(env_id, hash)`` when it names
+    them, as ``evalgym synth`` rows do, so trained_problems.json lists them; else None) and each row's tools."""
     rows: list[list[dict[str, str]]] = []
+    problems: list[Any] = []
+    tools: list[Any] = []
     if cfg.data:
         from evalgym.data import jsonl_objects
 
@@ -64,18 +77,35 @@ def load_rows(cfg: SFTConfig) -> list[list[dict[str, str]]]:
             if not any(m["role"] == "assistant" for m in msgs):
                 raise EvalgymError(f"{cfg.data}:{n}: no assistant message to learn from")
             rows.append([{"role": m["role"], "content": m["content"]} for m in msgs])
+            problems.append((row["env_id"], row["hash"]) if row.get("env_id") and row.get("hash") else None)
+            if not isinstance(row.get("tools") or [], list):
+                raise EvalgymError(f"{cfg.data}:{n}: tools: expected a list of tool specs")
+            tools.append(row.get("tools") or None)
     from evalgym.rollouts import make_env
 
+    if cfg.env_seed and not any(_takes_seed(e) for e in cfg.envs):
+        raise EvalgymError(f"sft.env_seed: {cfg.env_seed}, but none of envs {cfg.envs} is procedural (seeded)")
     for env_id in cfg.envs:
-        env = make_env(env_id, **{**({"seed": cfg.env_seed} if _takes_seed(env_id) else {}), **cfg.env_kwargs.get(env_id, {})})
-        for i in range(min(cfg.env_rows, env.source.size)):
+        kwargs = {**({"seed": cfg.env_seed} if _takes_seed(env_id) else {}), **cfg.env_kwargs.get(env_id, {})}
+        env = make_env(env_id, **kwargs)
+        specs = getattr(env, "tool_specs", None)     # an agentic env: its reference episodes, tool replies real
+        n = min(cfg.env_rows, env.source.size)
+        for i in range(n):
             p = env.source.problem(i)
             if not p.reference:
                 raise EvalgymError(f"sft.envs: {env_id} problem {p.id} has no reference solution to learn from")
-            rows.append([m.as_dict() for m in p.messages] + [{"role": "assistant", "content": p.reference}])
+            if specs is None:
+                rows.append([m.as_dict() for m in p.messages] + [{"role": "assistant", "content": p.reference}])
+            problems.append(p)
+            tools.append(specs)
+        if specs is not None:
+            from evalgym.agentic.demos import reference_chats
+
+            rows += reference_chats(lambda: make_env(env_id, **kwargs), range(n))
+        env.close()
     if not rows:
         raise EvalgymError("sft: no training rows; give `data` (a JSONL file) or `envs`")
-    return rows
+    return rows, problems, tools
 
 
 def _takes_seed(env_id: str) -> bool:
@@ -100,10 +130,12 @@ def batch_indices(n_rows: int, batch_size: int, seed: int, step: int) -> list[in
     return out
 
 
-def row_batches(cfg: TrainConfig, n_rows: int, trainer: str):
+def row_batches(cfg: RowsConfig, n_rows: int, trainer: str,
+                trained: Sequence[tuple[str, str] | None] | None = None) -> Callable[[int, int, LoopState], list[int]]:
     """``make_batch(step, micro, state) -> this process's row indices`` for trainers over a fixed set
     of rows: seeded epochs (``batch_indices``), the global batch split into ``grad_accum``
-    micro-batches and then across processes."""
+    micro-batches and then across processes. ``trained[i]``: (env id, content hash) of the problem row i
+    comes from (None: not from an env), recorded in the loop state as the row is used."""
     ps = dist_state()
     world, rank = ps.num_processes, ps.process_index
     micro_size = cfg.batch_size // cfg.grad_accum
@@ -112,84 +144,62 @@ def row_batches(cfg: TrainConfig, n_rows: int, trainer: str):
                            f"{cfg.grad_accum} micro-batches over {world} processes")
 
     def make_batch(step: int, micro: int, state: LoopState) -> list[int]:
-        return batch_indices(n_rows, micro_size, cfg.seed, step * cfg.grad_accum + micro)[rank::world]
+        idx = batch_indices(n_rows, micro_size, cfg.seed, step * cfg.grad_accum + micro)[rank::world]
+        for i in idx if trained is not None else ():
+            if trained[i] is not None:
+                state.trained.setdefault(trained[i][0], set()).add(trained[i][1])
+        return idx
 
     return make_batch
 
 
-def pad_batch(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    L = max(len(ids) for ids, _ in seqs)
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), L), dtype=torch.long)
-    loss_mask = torch.zeros((len(seqs), L), dtype=torch.float32)
-    for b, (s, m) in enumerate(seqs):
-        ids[b, :len(s)] = torch.tensor(s)
-        attn[b, :len(s)] = 1
-        loss_mask[b, :len(m)] = torch.tensor(m, dtype=torch.float32)
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
+def sft_loss_of(scorer: Any, seqs: list[tuple[list[int], list[int]]], pad_id: int, *, packing: bool,
+                num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token-mean NLL of the assistant tokens of ``seqs`` (``(ids, mask)`` rows), in one forward: packed
+    rows (padding-free) or one padded batch. ``num_tokens`` replaces this micro-batch's own count when it is
+    part of a larger batch."""
+    dev = next(scorer.parameters()).device
+    if packing:
+        p = pack(seqs, pad_id)
+        logp = scorer(p.tokens_RW.to(dev), None, p.mask_RT.to(dev), position_ids_BL=p.positions_RW.to(dev))
+        mask = p.mask_RT.to(dev)
+    else:
+        b = padded(seqs, pad_id)
+        logp = scorer(b["tokens"].to(dev), b["attention"].to(dev), b["mask"].to(dev))
+        mask = b["mask"].to(dev)
+    tokens = float(mask.sum())
+    loss = -(logp * mask).sum() / (num_tokens if num_tokens else max(tokens, 1.0))
+    return loss, {"tokens": tokens}
 
 
-def length_chunks(seqs: list[tuple[list[int], list[int]]], min_rows: int = 8,
-                  max_waste: float = 0.25) -> list[list[tuple[list[int], list[int]]]]:
-    """Rows sorted by length and cut into chunks of at least ``min_rows`` wherever padding the whole
-    batch to its longest row would waste more than ``max_waste`` of its positions (e.g. 90-token
-    arithmetic rows next to 225-token countdown rows); otherwise one chunk."""
-    longest = max((len(r[0]) for r in seqs), default=0)
-    if not seqs or sum(len(r[0]) for r in seqs) >= (1 - max_waste) * longest * len(seqs):
-        return [list(seqs)]   # in the batch's own order: the same padded forward as without chunks
-    rows = sorted(seqs, key=lambda r: len(r[0]))
-    chunks, start = [], 0
-    while start < len(rows):
-        end = min(len(rows), start + min_rows)
-        if len(rows) - end < min_rows:
-            end = len(rows)
-        chunks.append(rows[start:end])
-        start = end
-    return chunks
-
-
-def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """log p(token_t | tokens_<t) for t >= 1, shape [B, L-1]."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
-
-
-def batch_sft_loss(model: Any, seqs: list[tuple[list[int], list[int]]], pad_id: int,
-                   chunked: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-    """The batch's token-mean NLL over its assistant tokens. ``chunked``: summed over
-    ``length_chunks`` (the same value and gradient as one padded forward, without computing the short
-    rows' padding)."""
-    chunks = [pad_batch(c, pad_id) for c in (length_chunks(seqs) if chunked else [seqs])]
-    dev = next(model.parameters()).device
-    total = sum(float(c["loss_mask"][:, 1:].sum()) for c in chunks)
-    loss = torch.zeros((), device=dev)
-    for chunk in chunks:
-        chunk = {k: v.to(dev) for k, v in chunk.items()}
-        logp = token_logprobs(model, chunk["input_ids"], chunk["attention_mask"])
-        mask = chunk["loss_mask"][:, 1:]
-        loss = loss + sft_loss(logp, mask) * (float(mask.sum()) / max(total, 1.0))
-    return loss, {"tokens": total}
-
-
-def train_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
-    rows = load_rows(cfg)
-    tokenizer = _tokenizer_of(cfg.model)
-    encoded = [tokenize_chat(tokenizer, r, cfg.max_len) for r in rows]
+def train_sft(cfg: SFTConfig, *, progress: bool = True, after_save: Any = None) -> dict[str, Any]:
+    rows, problems, tools = load_rows(cfg)
+    tokenizer = tokenizer_of(cfg.model)
+    encoded = [tokenize_chat(tokenizer, r, cfg.max_len, t) for r, t in zip(rows, tools)]
     rows_of = row_batches(cfg, len(encoded), "sft")
 
+    hashes = [p if p is None or isinstance(p, tuple) else (p.env_id, content_hash(p)) for p in problems]
+
     def make_batch(step: int, micro: int, state: LoopState) -> list[tuple[list[int], list[int]]]:
-        return [encoded[i] for i in rows_of(step, micro, state)]
+        idx = rows_of(step, micro, state)
+        for i in idx:   # what the checkpoint's trained_problems.json lists
+            if hashes[i] is not None:
+                state.trained.setdefault(hashes[i][0], set()).add(hashes[i][1])
+        return [encoded[i] for i in idx]
 
-    def loss_fn(model: Any, seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, dict[str, float]]:
-        # DDP expects one forward per backward: a wrapped model gets one padded forward
-        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-        return batch_sft_loss(model, seqs, tokenizer.pad_token_id, chunked=not ddp)
+    def loss_fn(scorer: Any, seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, dict[str, float]]:
+        return sft_loss_of(scorer, seqs, tokenizer.pad_token_id, packing=cfg.packing)
 
-    return run(cfg, make_batch=make_batch, loss_fn=loss_fn, tokenizer=tokenizer,
-               extra_meta={"trainer": "sft", "rows": len(rows)}, progress=progress)
+    def weights(micros: list[list[tuple[list[int], list[int]]]]) -> list[float]:
+        # micro-batches weighed by their loss tokens: the update is the batch's token-mean NLL
+        counts = [sum(sum(m[1:]) for _, m in seqs) for seqs in micros]
+        return [c / max(sum(counts), 1) for c in counts]
+
+    return run(cfg, name="sft", make_batch=make_batch, loss_fn=loss_fn, tokenizer=tokenizer,
+               extra_meta={"rows": len(rows)}, progress=progress, after_save=after_save, micro_weights=weights)
 
 
-def _tokenizer_of(name: str) -> Any:
+def tokenizer_of(name: str) -> Any:
     from transformers import AutoTokenizer
 
     from evalgym.models import resolve_model

@@ -7,12 +7,16 @@ and held.
     evalgym verify code --input rows.jsonl                               # HumanEval-style rows
 
 A response's code is its last fenced ```python block, else the whole text. HumanEval-style problems
-give a prompt (signature + docstring): when the code does not define the entry point itself, the
-program is prompt + code. The prompt also runs, trusted, in the harness, so tests may use its helpers.
+give a prompt (imports, helpers, the signature + docstring) and the program is assembled the way the
+answer is meant to run (``assemble``): a completion (a body) goes after the prompt; a chat model's
+rewrite of the whole function keeps the prompt's imports and helper definitions (``from typing import
+List``...) in front of its own code. The prompt also runs, trusted, in the harness, so tests may use its
+helpers.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
 import json
@@ -27,7 +31,7 @@ from evalgym.types import Problem, Verdict
 from evalgym.verifiers.code_harness import CHILD, HARNESS
 
 NAME = "code"
-VERSION = "1"
+VERSION = "2"  # 2: a rewritten function keeps the prompt's imports and helpers
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 
 
@@ -36,11 +40,43 @@ def extract_code(response: str) -> str:
     return blocks[-1] if blocks else response
 
 
+def _defines_at_top(code: str, entry_point: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in tree.body)
+
+
+def prompt_context(prompt: str, entry_point: str) -> str:
+    """The prompt without the entry point's own stub: its imports, constants and helper definitions."""
+    source = prelude_from_prompt(prompt)
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        tree = None
+    lines = prompt.splitlines(keepends=True)
+    stubs = [n for n in (tree.body if tree else ())
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point]
+    if not stubs:  # unparsable prompt: everything above the stub's def line
+        m = re.search(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", prompt, re.M)
+        return prompt[: m.start()] if m else prompt
+    stub = stubs[-1]
+    first = min([stub.lineno] + [d.lineno for d in stub.decorator_list]) - 1
+    last = stub.end_lineno or len(lines)
+    return "".join(lines[:first] + lines[last:])
+
+
 def assemble(prompt: str, code: str, entry_point: str) -> str:
-    """The program under test: the code alone if it defines the entry point, else prompt + code."""
-    if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.M) or not prompt:
+    """The program under test, as the answer is meant to run: when the code defines the entry point (a
+    chat model rewrote the whole function), the prompt's context (imports, helpers) + the code; else
+    (a completion: the body) prompt + code. Without a prompt (MBPP, code-gen), the code alone."""
+    if not prompt:
         return code
-    return prompt + code
+    if not _defines_at_top(code, entry_point):
+        return prompt + code
+    context = prompt_context(prompt, entry_point).rstrip()
+    return (context + "\n\n\n" if context else "") + code
 
 
 def harness_program(program: str, test: str, entry_point: str, prelude: str = "", check: bool = True,

@@ -3,7 +3,8 @@
 
     grade([30, 100, 93], 23, "<answer>100 - 93 + 30 - ...</answer>")
 
-The expression is taken from the last ``<answer>…</answer>`` or ``\\boxed{}``, else the last line that
+A ``<think>…</think>`` section is cut first (``CountdownVerifier(think=...)`` sets other tags, None keeps
+it). The expression is taken from the last ``<answer>…</answer>`` or ``\\boxed{}``, else the last line that
 has an ``=`` (left side) or the last line. It is evaluated by walking its Python AST with exact
 fractions: no ``eval``, only numbers, the four operations and parentheses.
 """
@@ -18,10 +19,10 @@ from typing import Any, Sequence
 
 from evalgym.types import Problem
 from evalgym.verifiers.base import PooledVerifier
-from evalgym.verifiers.math_extract import find_boxed
+from evalgym.verifiers.math_extract import THINK, find_boxed
 
 NAME = "countdown"
-VERSION = "1"
+VERSION = "2"  # 2: a <think> section is cut before extraction
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
         ast.Div: lambda a, b: a / b}
 
@@ -89,6 +90,7 @@ def grade(numbers: Sequence[int], target: int, response: str) -> dict[str, Any]:
 class CountdownVerifier(PooledVerifier):
     name = NAME
     version = VERSION
+    default_think = THINK
     modules = ("evalgym.verifiers.countdown",)
     grade = staticmethod(grade)
 

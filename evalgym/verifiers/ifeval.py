@@ -29,9 +29,10 @@ from typing import Any, Sequence
 from evalgym.errors import EvalgymError
 from evalgym.types import Problem
 from evalgym.verifiers.base import PooledVerifier
+from evalgym.verifiers.math_extract import THINK
 
 NAME = "ifeval"
-VERSION = "1"
+VERSION = "2"  # 2: a <think> section is cut before extraction
 PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "sent_starters.txt", "ortho_context.tab")
 # metric -> how a task aggregates it over responses: "mean" of one value each, or "flatten" (the mean
 # over all instructions of all responses, lm-eval's agg_inst_level_acc)
@@ -151,6 +152,7 @@ class IFEvalVerifier(PooledVerifier):
 
     name = NAME
     version = VERSION
+    default_think = THINK
     modules = ("evalgym.verifiers.ifeval",)
     grade = staticmethod(grade)
     metrics = METRICS

@@ -29,6 +29,10 @@ class ParseError(ValueError):
     pass
 
 
+class ProseError(ParseError):
+    """The answer is words (a name, a day, "yes"), not mathematics."""
+
+
 # -- tokenizer -------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(
@@ -372,7 +376,7 @@ class _Parser:
             if self.val() == "_":
                 self.take()
                 base = self.arg()
-            x = self.arg() if self.val() == "{" else self.unary(implicit=True)
+            x = self.func_arg()
             if not _is_expr(x) or (base is not None and not _is_expr(base)):
                 raise ParseError("\\log of a tuple")
             if is_huge(x) or (base is not None and is_huge(base)):
@@ -383,12 +387,32 @@ class _Parser:
             if self.val() == "^":
                 self.take()
                 power = self.arg()
-            x = self.arg() if self.val() == "{" else self.unary(implicit=True)
+            x = self.func_arg()
             if not _is_expr(x):
                 raise ParseError(f"\\{name} of a tuple")
             out = _SYMPY_FUNCS[name](x, evaluate=not is_huge(x))
             return _pow(out, power) if power is not None else out
         raise ParseError(f"unsupported command \\{name}")
+
+    def func_arg(self) -> Any:
+        """A function's argument: ``{...}``, ``(...)``, or without brackets the run of numbers, letters and
+        Greek letters that follows, as written: ``\\sin 2x`` is sin(2x), ``\\sin x \\cos x`` is sin(x) cos(x),
+        ``\\sin x^2`` is sin(x^2)."""
+        if self.val() == "{":
+            return self.arg()
+        if self.val() == "(":
+            return self.unary(implicit=True)
+        x = self.unary(implicit=True)
+        while self._starts_plain_factor():
+            right = self.power()
+            if not (_is_expr(x) and _is_expr(right)):
+                raise ParseError("function of a tuple")
+            x = self._arith("*", x, right)
+        return x
+
+    def _starts_plain_factor(self) -> bool:
+        p = self.peek()
+        return p is not None and (p[0] in ("num", "id") or p[1] == "\\pi" or p[1][1:] in _GREEK)
 
     def matrix(self) -> Any:
         self.take("{")
@@ -435,7 +459,7 @@ def parse_answer(s: str) -> Any:
         raise ParseError("empty answer")
     word = _PROSE.search(re.sub(r"\\(?:begin|end)\{\w+\}", "", s))
     if word:
-        raise ParseError(f"prose in the answer ({word.group(0)!r})")
+        raise ProseError(f"prose in the answer ({word.group(0)!r})")
     if len(s) > MAX_ANSWER:
         raise ParseError(f"answer longer than {MAX_ANSWER} characters")
     try:

@@ -3,8 +3,14 @@
 Why processes: a symbolic check can hang on hostile input (``10^{10^{10^{10}}}``, deep nesting) inside
 C-level bignum arithmetic, where no Python-level timeout can interrupt it, and ``signal.alarm`` only
 works in the main thread. A worker that overruns its budget is killed (SIGKILL) and replaced; the call
-gets a ``timeout`` outcome. Workers come from a ``forkserver`` (forking a parent that already runs
-torch/tokenizer threads is unsafe) that preloads the grading modules, so a replacement starts in ms.
+gets a ``timeout`` outcome.
+
+Workers are forked by a small server process, ``python -m evalgym.verifiers.worker`` (started once per
+pool, over a socket), which imports the grading modules first, so a worker or its replacement starts in
+milliseconds. Nothing is started through ``multiprocessing``, which would re-import the caller's main
+module in every worker: pools work from a script without an ``if __name__ == "__main__"`` guard, from
+``python -``, a REPL and a notebook. A grading function defined in ``__main__`` itself is sent by value
+(cloudpickle); any other is imported by name in the worker.
 
     pool = BudgetPool(workers=2, preload=("evalgym.verifiers.math",))
     outcomes = pool.map(grade_fn, [(gold, pred), ...], budget_s=1.0)
@@ -16,19 +22,24 @@ privileges). Model-written programs go through ``evalgym.sandbox`` instead.
 from __future__ import annotations
 
 import atexit
-import ctypes
-import importlib
+import json
 import multiprocessing as mp
 import os
-import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Literal, Sequence
 
 Status = Literal["ok", "error", "timeout", "crashed"]
 STARTUP_TIMEOUT_S = 120.0
+PID = struct.Struct("!i")  # as in worker.py, which is run as a script (-m), so not imported here
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass(frozen=True)
@@ -41,78 +52,105 @@ class Outcome:
     elapsed_s: float = 0.0
 
 
-def _die_with_parent() -> None:
-    try:  # Linux: get SIGKILL when the parent (the forkserver) goes away, even mid-computation.
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+class _Server:
+    """The ``python -m evalgym.verifiers.worker`` process that forks this pool's workers."""
 
+    def __init__(self, preload: tuple[str, ...]):
+        self.ctrl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")  # it forks: no BLAS thread pools in it
+        self.proc = subprocess.Popen([sys.executable, "-m", "evalgym.verifiers.worker", str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
+        theirs.close()
+        self.preload = preload
+        path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        self.ctrl.sendall(b"C" + json.dumps({"sys_path": path, "preload": list(preload)}).encode())
+        self.ctrl.settimeout(STARTUP_TIMEOUT_S)
+        try:
+            ok = self.ctrl.recv(16) == b"R"
+        except OSError:
+            ok = False
+        self.ctrl.settimeout(None)
+        if not ok:
+            self.close()
+            raise RuntimeError(f"the verifier worker server failed to start (preload {preload}); its error is on "
+                               "stderr above")
 
-def _worker_main(conn: Connection, preload: tuple[str, ...]) -> None:
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    for name in preload:
-        importlib.import_module(name)
-    conn.send("ready")  # budgets start after start-up, never during an import
-    while True:
+    def fork(self) -> tuple[int, Connection]:
+        mine, theirs = socket.socketpair()
         try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        fn, args = msg
-        t0 = time.perf_counter()
+            socket.send_fds(self.ctrl, [b"F"], [theirs.fileno()])
+            reply = self.ctrl.recv(16)
+        finally:
+            theirs.close()
+        if len(reply) != PID.size:
+            raise RuntimeError("the verifier worker server died; its error is on stderr above")
+        return PID.unpack(reply)[0], Connection(mine.detach())
+
+    def kill(self, pid: int) -> None:
         try:
-            result: tuple[str, Any] = ("ok", fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - the grader's failure is data, not a crash
-            result = ("error", f"{type(exc).__name__}: {exc}"[:500])
+            self.ctrl.sendall(b"K" + PID.pack(pid))
+        except OSError:
+            pass  # the server is gone, and its workers with it
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.ctrl.close()  # EOF: the server kills its workers and exits
         try:
-            conn.send((result, time.perf_counter() - t0))
-        except Exception as exc:  # unpicklable result
-            conn.send((("error", f"unpicklable result: {exc}"[:500]), time.perf_counter() - t0))
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class _Worker:
-    def __init__(self, ctx: Any, preload: tuple[str, ...]):
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, preload), daemon=True)
-        me = mp.current_process()
-        was_daemon = me._config.get("daemon")  # e.g. inside an AsyncVectorEnv worker
-        me._config["daemon"] = False  # our workers die with us anyway (PDEATHSIG, EOF on the pipe)
-        try:
-            self.proc.start()
-        finally:
-            me._config["daemon"] = was_daemon
-        child.close()
+    def __init__(self, server: _Server):
+        self.server = server
+        self.pid, self.conn = server.fork()
         try:
             ready = self.conn.poll(STARTUP_TIMEOUT_S) and self.conn.recv() == "ready"
         except (EOFError, OSError):
             ready = False
         if not ready:
             self.kill()
-            raise RuntimeError(f"a verifier worker failed to start (preload {preload}); its error is on stderr "
-                               "above. Worker processes re-import the main module: run scripts from a file.")
+            raise RuntimeError(f"a verifier worker failed to start (preload {server.preload}); its error is on "
+                               "stderr above")
         self.task: int | None = None
         self.started = 0.0
 
     def kill(self) -> None:
-        try:
-            self.proc.kill()
-            self.proc.join(timeout=5)
-        finally:
-            self.conn.close()
+        self.server.kill(self.pid)
+        self.conn.close()
 
     def stop(self) -> None:
         try:
             self.conn.send(None)
         except (OSError, BrokenPipeError):
             pass
-        self.proc.join(timeout=1)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
         self.conn.close()
+
+
+_BY_VALUE: "weakref.WeakKeyDictionary[Callable[..., Any], bytes]" = weakref.WeakKeyDictionary()
+
+
+def _message(fn: Callable[..., Any], args: tuple) -> tuple:
+    """What a worker gets: the function by name, or by value when it lives in ``__main__`` (a script,
+    ``python -``, a notebook cell), which the worker does not import."""
+    if getattr(fn, "__module__", None) != "__main__":
+        return (fn, args, False)
+    blob = _BY_VALUE.get(fn)
+    if blob is None:
+        import cloudpickle
+
+        blob = _BY_VALUE[fn] = cloudpickle.dumps(fn)
+    return (blob, args, True)
+
+
+_POOLS: "weakref.WeakSet[BudgetPool]" = weakref.WeakSet()
 
 
 class BudgetPool:
@@ -121,21 +159,24 @@ class BudgetPool:
     def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
         self.max_workers = max(1, workers or min(4, os.cpu_count() or 1))
         self.preload = tuple(preload)
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(list(self.preload))
+        self._server: _Server | None = None
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.kills = 0  # workers killed for overrunning their budget (reported by benchmarks)
+        _POOLS.add(self)
 
     def _forget_if_forked(self) -> None:
-        """After fork, the inherited workers and pipes belong to the parent: never touch them here."""
+        """After fork, the inherited server and workers belong to the parent: never touch them here
+        (their sockets were closed in the child by ``_close_inherited``)."""
         if self._pid != os.getpid():
-            self._idle = []
+            self._idle, self._server = [], None
             self._pid = os.getpid()
 
     def _spawn(self) -> _Worker:
-        return _Worker(self._ctx, self.preload)
+        if self._server is None or not self._server.alive():
+            self._server = _Server(self.preload)
+        return _Worker(self._server)
 
     def warm(self) -> None:
         """Start every worker now, so the first calls do not pay for process start-up."""
@@ -162,7 +203,7 @@ class BudgetPool:
                     i = pending.pop()
                     w.task, w.started = i, time.perf_counter()
                     try:
-                        w.conn.send((fn, tasks[i]))
+                        w.conn.send(_message(fn, tasks[i]))
                     except Exception as exc:  # unpicklable arguments: the caller's error, per item
                         results[i] = Outcome("error", error=f"cannot send arguments: {exc}"[:500])
                         w.task = None
@@ -212,20 +253,34 @@ class BudgetPool:
             for w in self._idle:
                 w.stop()
             self._idle.clear()
+            if self._server is not None:
+                self._server.close()
+                self._server = None
 
 
-def _fresh_forkserver_in_child() -> None:
-    """A forked child (AsyncVectorEnv, DataLoader workers) inherits the parent's forkserver handle, which
-    is not its child: forget it, so the first pool here starts a forkserver of its own."""
-    from multiprocessing import forkserver
+def _close_inherited() -> None:
+    """In a forked child (AsyncVectorEnv, DataLoader workers): close the copies of the parent's server
+    and worker sockets, so that the parent's exit still reads as EOF there (and ends them)."""
+    for pool in list(_POOLS):
+        for w in pool._idle:
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+        if pool._server is not None:
+            try:
+                pool._server.ctrl.close()
+            except OSError:
+                pass
+        pool._lock = threading.Lock()
 
-    fs = forkserver._forkserver
-    fs._forkserver_address = fs._forkserver_alive_fd = fs._forkserver_pid = None
-    fs._inherited_fds = None
-    fs._lock = threading.Lock()
 
+os.register_at_fork(after_in_child=_close_inherited)
 
-os.register_at_fork(after_in_child=_fresh_forkserver_in_child)
+# Not used by these pools, but a forkserver that others start (AsyncVectorEnv(context="forkserver"))
+# imports evalgym first, so "evalgym/..." ids resolve in its children (the previous, multiprocessing-based
+# pool set this as a side effect; envs tests rely on it). "__main__" is multiprocessing's own default.
+mp.get_context("forkserver").set_forkserver_preload(["__main__", "evalgym"])
 
 _DEFAULT: dict[tuple[int, tuple[str, ...]], BudgetPool] = {}  # keyed by pid: a forked child gets its own
 _DEFAULT_LOCK = threading.Lock()

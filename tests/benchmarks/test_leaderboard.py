@@ -1,5 +1,6 @@
-"""Leaderboards: the primary-metric, interval, flag and recipe logic against hand-computed values; the
-Markdown table; the CLI; and the HTML page opened in real headless Chromium (DOM dump + a screenshot
+"""Leaderboards: the primary-metric, interval, flag and recipe logic against hand-computed values (each
+stage measured against the stage it started from); contamination marks, stored errors and samples pages;
+the Markdown table; the CLI; and the HTML page opened in real headless Chromium (DOM dump + a screenshot
 whose pixels are checked for the table highlight and the plot colours)."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from evalgym.benchmarks.leaderboard import (CheckpointKey, build_board, interval, primary_metric, to_markdown,
-                                            write_leaderboard)
+from evalgym.benchmarks.leaderboard import (CheckpointKey, baseline, build_board, held_out, interval, primary_metric,
+                                            to_markdown, write_leaderboard)
 from evalgym.benchmarks.leaderboard_html import BEST_BG, FLAG_COLOR, RUN_COLORS, to_html
 from evalgym.benchmarks.store import ResultRow, ResultsStore
 from evalgym.cli import main
@@ -91,6 +92,49 @@ def test_recipe_stage_order_falls_back_to_time():
     assert [s.run for s in build_board(rows).stages] == ["early", "late"]
 
 
+def test_each_stage_is_measured_against_its_start():
+    """A recipe with a shared start: two experts from sft, a student from sft; the delta of expert-countdown is
+    against sft (its `from`), not against expert-math (the row above)."""
+    def stage(name, index, start, value, refs=()):
+        return _r(f"m/{name}", 10, value, value - 0.05, value + 0.05, recipe="m", stage=name, stage_index=index,
+                  **({"from": start} if start else {}), refs=list(refs))
+    rows = [_r("m/base", None, 0.10, 0.05, 0.15, recipe="m", stage="base", stage_index=0),
+            stage("sft", 1, "base", 0.50), stage("expert-math", 2, "sft", 0.70),
+            stage("expert-countdown", 3, "sft", 0.55),
+            stage("student", 4, "sft", 0.65, refs=("expert-math", "expert-countdown"))]
+    board = build_board(rows)
+    got = {s.name: (baseline(board, s).name, round(s.final["t"][1].value - baseline(board, s).final["t"][1].value, 2))
+           for s in board.stages if baseline(board, s)}
+    assert got == {"sft": ("base", 0.40), "expert-math": ("sft", 0.20), "expert-countdown": ("sft", 0.05),
+                   "student": ("sft", 0.15)}
+    assert board.stages[-1].refs == ("expert-math", "expert-countdown")
+    md = to_markdown(board)
+    # a change is bold when the start's value lies outside the stage's interval: +0.05 sits on its edge
+    # ([0.50, 0.60] holds sft's 0.50), +0.20 is beyond it
+    assert "| m | expert-countdown | sft | m/expert-countdown | 0.55 [0.50, 0.60] (+0.05) @ 10 |" in md
+    assert "| m | expert-math | sft | m/expert-math | 0.70 [0.65, 0.75] **(+0.20)** @ 10 |" in md
+    page = to_html(board)
+    assert "(+0.05 vs sft)" in page and "(-0.15 vs" not in page
+    # one chart per recipe and task: the stages with one checkpoint are reference bands
+    assert page.count("<svg") == 1 and page.count('<rect class="ref"') == 5
+
+
+def test_contamination_and_errors_are_shown(tmp_path):
+    from evalgym.benchmarks.store import EvalError
+
+    clean = _r("a", 1, 0.5, 0.4, 0.6, contamination={"overlap": 0, "eval_problems": 10})
+    dirty = _r("a", 2, 0.9, 0.8, 0.95, contamination={"overlap": 7, "eval_problems": 10})
+    unknown = _r("b", 1, 0.3, 0.2, 0.4, contamination={"overlap": None, "reason": "no trained_problems.json in x"})
+    err = EvalError("b", "b/step_2", 2, "t", "RuntimeError: engine died", {}, "b", "s", "e1")
+    board = build_board([clean, dirty, unknown], [err])
+    assert (held_out(clean), held_out(dirty), held_out(unknown)) == (True, False, None)
+    md = to_markdown(board)
+    assert "| a | step_2 | 2 | **0.90 [0.80, 0.95]** ⚠ not held out |" in md
+    assert "- a step_2 on t: ⚠ not held out: 7/10 trained on" in md
+    assert "? overlap unknown" in md and "| b | step_2 | 2 | error: RuntimeError: engine died |" in md
+    assert "## Errors" in md and "engine died" in to_html(board)
+
+
 def test_markdown_table():
     rows = [_r("a", 1, 0.42, 0.35, 0.49), _r("a", 2, 0.90, 0.85, 0.95),
             _r("a|b", 3, 0.5, task="u", metric="pass@1")]
@@ -138,7 +182,7 @@ def test_html_is_self_contained_and_escaped():
     assert "<script" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;" in page
     for external in ("src=", "href=", "url(", "@import", "<link", "https://"):
-        assert external not in page
+        assert external not in page                       # (samples links, relative, only when samples exist)
     assert page.count("http://") == page.count('xmlns="http://www.w3.org/2000/svg"') == 1
 
 
@@ -190,9 +234,10 @@ def test_page_renders_in_headless_chromium(tmp_path, chromium):
     assert '<table class="board" id="scores">' in dom
     assert '0.71 <span class="ci">[0.67, 0.75]</span>' in dom            # the best arithmetic cell, rendered
     assert dom.count('<td class="num best') == 3                           # one best per task column
-    stepped_runs = len(SCORES)
-    assert dom.count("<svg") == dom.count('<path class="line"') == len(TASKS) * stepped_runs
-    assert dom.count('<polygon class="band"') == len(TASKS) * stepped_runs
+    stepped_runs = len(SCORES)     # one chart per task for the recipe (a line per stage), one for the baseline run
+    assert dom.count("<svg") == 2 * len(TASKS)
+    assert dom.count('<path class="line"') == dom.count('<polygon class="band"') == len(TASKS) * stepped_runs
+    assert dom.count('<rect class="ref"') == len(TASKS)            # the baseline: one level per task
     assert dom.count("<li>") == summary["flags"] > 0
     assert '<table id="recipes">' in dom and '<table id="provenance">' in dom
 

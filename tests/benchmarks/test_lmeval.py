@@ -18,8 +18,10 @@ from pathlib import Path
 import lm_eval
 import pytest
 
-from evalgym.benchmarks.evaluate_ckpt import interval, task_scores
-from evalgym.benchmarks.lmeval import PolicyLM, build_task, pass_at_k, sample_metrics, task_manager
+from evalgym.benchmarks.lmeval import PolicyLM, build_task, task_manager
+from evalgym.benchmarks.lmeval_run import task_scores
+from evalgym.evaluate import doc_metrics as sample_metrics
+from evalgym.evaluate import eval_env, eval_indices, interval, pass_at_k
 from evalgym.policies.base import SamplingParams, encode
 from evalgym.rollouts import collect, make_env
 from evalgym.types import Verdict
@@ -59,7 +61,9 @@ def test_env_task_renders_the_rollout_prompt_and_scores_like_collect(tiny_policy
     task = build_task("evalgym_arithmetic", max_tokens=24)
     out = _evaluate(tiny_policy, task, n, max_gen_toks=24)
     samples = sorted(out["samples"]["evalgym_arithmetic"], key=lambda s: s["doc_id"])
-    rollout = collect(tiny_policy, "arithmetic", indices=list(range(n)), sampling=SamplingParams(temperature=0, max_tokens=24))
+    env, split = eval_env("arithmetic")                     # the env task's docs: the eval split's problems
+    assert split == "eval" and [s["doc"]["index"] for s in samples] == eval_indices(env, n)
+    rollout = collect(tiny_policy, env, indices=eval_indices(env, n), sampling=SamplingParams(temperature=0, max_tokens=24))
     tok = tiny_policy.tokenizer
     for s, g in zip(samples, rollout.groups):
         traj = g.trajectories[0]
@@ -67,11 +71,11 @@ def test_env_task_renders_the_rollout_prompt_and_scores_like_collect(tiny_policy
         assert s["resps"][0][0] == traj.steps[0].completion.text
         assert s["acc"] == float(traj.correct)
 
-    env = make_env("arithmetic")
-    problems = [env.source.problem(i) for i in range(40)]
+    indices = eval_indices(env, 40)
+    problems = [env.source.problem(i) for i in indices]
     noisy = ScriptedPolicy(tok, problems, "noisy")
     out = _evaluate(noisy, build_task("evalgym_arithmetic"), 40)
-    ours = collect(noisy, env, indices=list(range(40)), sampling=SamplingParams(temperature=0))
+    ours = collect(noisy, env, indices=indices, sampling=SamplingParams(temperature=0))
     lm_acc = out["results"]["evalgym_arithmetic"]["acc,none"]
     assert lm_acc == pytest.approx(sum(t.correct for t in ours.trajectories) / 40)
     assert 0.4 < lm_acc < 0.95  # noisy answers right ~70% of the time: a grader that misses formats drops it
@@ -81,8 +85,8 @@ def test_env_task_renders_the_rollout_prompt_and_scores_like_collect(tiny_policy
 
 @pytest.mark.parametrize("env", ["evalgym_arithmetic", "evalgym_gsm8k", "evalgym_countdown"])
 def test_reference_scores_one_and_hedger_zero(env, tiny_policy, data_dir):
-    task_env = make_env(env.removeprefix("evalgym_"))
-    problems = [task_env.source.problem(i) for i in range(16)]
+    task_env, _ = eval_env(env.removeprefix("evalgym_"))
+    problems = [task_env.source.problem(i) for i in eval_indices(task_env, 16)]
     for script, want in (("reference", 1.0), ("hedger", 0.0)):
         out = _evaluate(ScriptedPolicy(tiny_policy.tokenizer, problems, script), build_task(env), 16)
         scores = {s.metric: s for s in task_scores(out, env)}
@@ -102,7 +106,7 @@ def test_sampled_env_task_reports_pass_and_mean_at_k(tiny_policy):
     assert len(samples) == n and all(len(s["resps"][0]) == k for s in samples)
     # seeded per (context, sample): the 4 samples of a prompt are not all one greedy copy
     assert any(len(set(s["resps"][0])) > 1 for s in samples)
-    env = make_env("arithmetic")
+    env, _ = eval_env("arithmetic")
     verifier = env.verifier
     for s in samples:
         vs = verifier.verify_batch([env.source.problem(s["doc"]["index"])] * k, s["resps"][0])
@@ -202,7 +206,7 @@ def test_gsm8k_standard_task_runs_on_local_data(tiny_policy, data_dir):
     [task] = build_task("gsm8k", data_dir=str(data_dir))
     files = task.config.dataset_kwargs["data_files"]
     assert Path(files["test"]) == data_dir / "gsm8k" / "test.jsonl"
-    env = make_env("gsm8k")
+    env = make_env("gsm8k", split="test")
     problems = [env.source.problem(i) for i in range(8)]  # the env reads the same test file, in order
     question = lambda p: p.prompt_text.rsplit("\n\n", 1)[0]  # noqa: E731  (without the env's instruction)
     out = _evaluate(ScriptedPolicy(tiny_policy.tokenizer, problems, "reference", key=question), [task], 8)

@@ -1,4 +1,6 @@
-"""The results store: round trip, upsert, validation, URLs, concurrent writers, and a writer killed with
+"""The results store: round trip, replacement of an evaluation, the key (run id, checkpoint, task, settings
+hash: changed settings make new rows, two runs of one name do not collide), per-sample records, stored
+errors, migration of a schema-1 store, validation, URLs, concurrent writers, and a writer killed with
 SIGKILL mid-way (a real subprocess) that loses nothing committed and resumes where it stopped."""
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _row(run="r", ckpt="r/step_000100", step=100, task="gsm8k", metric="exact_match", value=0.5, **kw):
+    kw.setdefault("run_id", run)
     return ResultRow(run, ckpt, step, task, metric, value, **kw)
 
 
@@ -61,6 +64,74 @@ def test_upsert_filters_order_and_done(tmp_path):
     assert store.done("b", "base", "gsm8k") and not store.done("b", "base", "ifeval")
     assert not store.done("nope", "base", "gsm8k")
     store.close()
+
+
+def test_the_key_is_run_id_and_settings(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite")
+    # two runs both called "sft" (different folders) do not collide; other settings make other rows
+    store.record([_row(run="sft", run_id="/a/sft", value=0.1, settings_hash="s1")])
+    store.record([_row(run="sft", run_id="/b/sft", value=0.2, settings_hash="s1")])
+    store.record([_row(run="sft", run_id="/a/sft", value=0.3, settings_hash="s2")])
+    rows = store.rows(runs=["sft"])
+    assert sorted((r.run_id, r.settings_hash, r.value) for r in rows) == [
+        ("/a/sft", "s1", 0.1), ("/a/sft", "s2", 0.3), ("/b/sft", "s1", 0.2)]
+    assert store.done("/a/sft", "r/step_000100", "gsm8k", "s1") and not store.done("/a/sft", "r/step_000100", "gsm8k", "s3")
+    # the same settings replace the evaluation: every metric of it, not one by one
+    store.record([_row(run="sft", run_id="/a/sft", metric="other", value=0.9, settings_hash="s1")])
+    mine = [(r.metric, r.value) for r in store.rows(runs=["sft"]) if r.run_id == "/a/sft" and r.settings_hash == "s1"]
+    assert mine == [("other", 0.9)]
+    store.close()
+
+
+def test_samples_and_errors_are_kept_with_the_evaluation(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite")
+    eid = store.record_error("r", "r/step_000100", 100, "gsm8k", "RuntimeError: engine died", run_id="r",
+                             settings_hash="s", manifest={"model": "m"})
+    [err] = store.errors()
+    assert (err.task, err.error, err.eval_id, err.manifest["model"]) == ("gsm8k", "RuntimeError: engine died", eid, "m")
+    assert not store.done("r", "r/step_000100", "gsm8k", "s")       # a failed evaluation is retried
+    samples = [{"doc": d, "sample": k, "prompt": [{"role": "user", "content": f"q{d}"}], "completion": "a",
+                "correct": d == 0} for d in range(3) for k in range(2)]
+    store.record([_row(settings_hash="s")], samples=samples)
+    assert store.errors() == [] and store.done("r", "r/step_000100", "gsm8k", "s")
+    [row] = store.rows()
+    assert row.eval_id == eid and store.samples(eid) == samples
+    with pytest.raises(EvalgymError, match="samples belong to one evaluation"):
+        store.record([_row(task="a"), _row(task="b")], samples=samples)
+    with pytest.raises(EvalgymError, match=r"samples\[0\] field 'doc'"):
+        store.record([_row()], samples=[{"doc": "x", "sample": 0}])
+    store.close()
+
+
+def test_a_schema_1_store_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE results (run TEXT NOT NULL, checkpoint TEXT NOT NULL, step INTEGER, task TEXT NOT NULL,
+            metric TEXT NOT NULL, value REAL NOT NULL, stderr REAL, ci_low REAL, ci_high REAL, n INTEGER,
+            manifest TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (run, checkpoint, task, metric));
+        CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO store_meta VALUES ('schema_version', '1');
+        INSERT INTO results VALUES ('sft', 'sft/step_000002', 2, 'evalgym_arithmetic', 'acc', 0.25, NULL, 0.1, 0.5,
+                                    4, '{"time": "2026-01-01T00:00:00+00:00", "limit": 4}');
+        INSERT INTO results VALUES ('sft', 'sft/step_000002', 2, 'evalgym_arithmetic', 'reward', 0.25, NULL, 0.1,
+                                    0.5, 4, '{"time": "2026-01-01T00:00:00+00:00", "limit": 4}');
+    """)
+    con.commit()
+    con.close()
+    with ResultsStore(path) as store:
+        rows = store.rows()
+        assert [(r.metric, r.value, r.settings_hash, r.manifest["limit"]) for r in rows] == [
+            ("acc", 0.25, "legacy-v1", 4), ("reward", 0.25, "legacy-v1", 4)]
+        assert "legacy" in rows[0].manifest
+        assert not store.done("sft", "sft/step_000002", "evalgym_arithmetic", "any-new-settings")
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    con.execute("UPDATE store_meta SET value = '9' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(EvalgymError, match="schema version 9 is newer"):
+        ResultsStore(path)
 
 
 def test_bad_rows_name_the_field_and_write_nothing(tmp_path):
@@ -158,7 +229,7 @@ def test_sigkill_mid_write_loses_nothing_committed_and_resumes(tmp_path):
     assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     con.close()
     with ResultsStore(path) as store:
-        rows = store.rows()
+        rows = [replace(r, run_id="") for r in store.rows()]
     by_unit: dict[tuple[int, int], list[ResultRow]] = {}
     for r in rows:
         by_unit.setdefault((r.step // 100, int(r.task[4:])), []).append(r)

@@ -31,7 +31,7 @@ ID_RE = re.compile(r"^evalgym/(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>\d
 
 def test_catalog_has_the_builtin_envs():
     for env_id in ("evalgym/gsm8k-v0", "evalgym/math-v0", "evalgym/math500-v0", "evalgym/countdown-v0",
-                   "evalgym/arithmetic-v0", "evalgym/retry-arithmetic-v0"):
+                   "evalgym/arithmetic-v1", "evalgym/retry-arithmetic-v1"):
         assert env_id in CATALOG
 
 
@@ -68,7 +68,7 @@ def test_resolve_id():
     assert resolve_id("gsm8k") == "evalgym/gsm8k-v0"
     assert resolve_id("gsm8k-v0") == "evalgym/gsm8k-v0"
     assert resolve_id("evalgym/gsm8k-v0") == "evalgym/gsm8k-v0"
-    assert resolve_id("retry-arithmetic") == "evalgym/retry-arithmetic-v0"
+    assert resolve_id("retry-arithmetic") == "evalgym/retry-arithmetic-v1"
     assert resolve_id("math") == "evalgym/math-v0"  # not math500-v0
 
 
@@ -86,18 +86,18 @@ def test_make_text_env_unknown_id():
 
 def test_unknown_knob_named():
     with pytest.raises(EvalgymError) as exc:
-        gymnasium.make("evalgym/arithmetic-v0", digitz=3)
+        gymnasium.make("evalgym/arithmetic-v1", digitz=3)
     assert "digitz" in str(exc.value)
     assert "digits" in str(exc.value)  # and the known ones are listed
 
 
 @pytest.mark.parametrize("env_id,knobs,named", [
-    ("evalgym/arithmetic-v0", {"digits": 0}, "digits"),
-    ("evalgym/arithmetic-v0", {"terms": 1}, "terms"),
-    ("evalgym/arithmetic-v0", {"ops": "/"}, "ops"),
-    ("evalgym/linear-equations-v0", {"coef_max": 0}, "coef_max"),
-    ("evalgym/fractions-v0", {"den_max": 1}, "den_max"),
-    ("evalgym/countdown-gen-v0", {"count": 9}, "count"),
+    ("evalgym/arithmetic-v1", {"digits": 0}, "digits"),
+    ("evalgym/arithmetic-v1", {"terms": 1}, "terms"),
+    ("evalgym/arithmetic-v1", {"ops": "/"}, "ops"),
+    ("evalgym/linear-equations-v1", {"coef_max": 0}, "coef_max"),
+    ("evalgym/fractions-v1", {"den_max": 1}, "den_max"),
+    ("evalgym/countdown-gen-v1", {"count": 9}, "count"),
 ])
 def test_bad_knob_value_named(env_id, knobs, named):
     with pytest.raises(EvalgymError, match=re.escape(repr(named))):
@@ -105,7 +105,7 @@ def test_bad_knob_value_named(env_id, knobs, named):
 
 
 def test_knobs_take_effect():
-    env = gymnasium.make("evalgym/arithmetic-v0", digits=3, terms=4, ops="+")
+    env = gymnasium.make("evalgym/arithmetic-v1", digits=3, terms=4, ops="+")
     for i in range(20):
         _, info = env.reset(options={"index": i})
         nums = [int(x) for x in info["problem"].extra["expression"].split(" + ")]

@@ -4,7 +4,7 @@ Covers: ``reset(seed, options={"index": i})`` returns the prompt text as observa
 ``info["messages"]`` (role/content dicts) and the ``Problem`` in ``info["problem"]``; ``step`` grades
 with the env's verifier (reference 1.0 / wrong 0.0, ``info["verdict"]`` a ``Verdict``); stepping
 before reset or after the end raises; seeded reset without index is deterministic; a bad index, an
-unknown option or a non-str action raises. Multi-turn ``retry-arithmetic-v0``: feedback turns, the
+unknown option or a non-str action raises. Multi-turn ``retry-arithmetic-v1``: feedback turns, the
 message transcript, termination on a right answer and truncation after three wrong ones. Vector envs:
 ``SyncVectorEnv`` and ``AsyncVectorEnv`` (two xfails document why the default async set-up fails).
 Procedural sources: problem i with seed s is reproducible and the seed matters.
@@ -23,8 +23,8 @@ from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 from evalgym.types import Problem, Verdict
 
 WRONG = "I think it is \\boxed{987654321}."
-GENERATED = ["evalgym/arithmetic-v0", "evalgym/linear-equations-v0", "evalgym/fractions-v0",
-             "evalgym/countdown-gen-v0"]
+GENERATED = ["evalgym/arithmetic-v1", "evalgym/linear-equations-v1", "evalgym/fractions-v1",
+             "evalgym/countdown-gen-v1"]
 
 
 def _arith(obs: str) -> int:
@@ -44,7 +44,7 @@ def _arith(obs: str) -> int:
     return ev(ast.parse(expr, mode="eval"))
 
 
-@pytest.fixture(params=["evalgym/gsm8k-v0", "evalgym/countdown-v0", "evalgym/arithmetic-v0"])
+@pytest.fixture(params=["evalgym/gsm8k-v0", "evalgym/countdown-v0", "evalgym/arithmetic-v1"])
 def env(request, data_dir):
     e = gymnasium.make(request.param, data_dir=str(data_dir))
     yield e
@@ -120,7 +120,7 @@ def test_seeded_reset_is_deterministic(env, data_dir):
 
 
 def test_render_ansi(data_dir):
-    e = gymnasium.make("evalgym/arithmetic-v0", render_mode="ansi")
+    e = gymnasium.make("evalgym/arithmetic-v1", render_mode="ansi")
     e.reset(seed=0, options={"index": 1})
     e.step(WRONG)
     text = e.render()
@@ -130,7 +130,7 @@ def test_render_ansi(data_dir):
 # -- multi-turn --------------------------------------------------------------------------------
 
 def test_retry_wrong_wrong_right():
-    env = gymnasium.make("evalgym/retry-arithmetic-v0")
+    env = gymnasium.make("evalgym/retry-arithmetic-v1")
     obs0, info = env.reset(seed=0, options={"index": 4})
     ref = info["problem"].reference
     for turn, action in enumerate([WRONG, "no idea", ref], start=1):
@@ -152,14 +152,14 @@ def test_retry_wrong_wrong_right():
 
 
 def test_retry_right_first_time_terminates():
-    env = gymnasium.make("evalgym/retry-arithmetic-v0")
+    env = gymnasium.make("evalgym/retry-arithmetic-v1")
     _, info = env.reset(seed=0, options={"index": 4})
     _, reward, terminated, truncated, info = env.step(info["problem"].reference)
     assert (reward, terminated, truncated, info["turn"]) == (1.0, True, False, 1)
 
 
 def test_retry_three_wrongs_truncate():
-    env = gymnasium.make("evalgym/retry-arithmetic-v0")
+    env = gymnasium.make("evalgym/retry-arithmetic-v1")
     env.reset(seed=0, options={"index": 9})
     results = [env.step(WRONG) for _ in range(3)]
     assert [(r[2], r[3]) for r in results] == [(False, False), (False, False), (False, True)]
@@ -188,7 +188,7 @@ def _check_vector(venv) -> None:
 
 
 def test_sync_vector_env():
-    venv = gymnasium.make_vec("evalgym/arithmetic-v0", num_envs=3, vectorization_mode="sync")
+    venv = gymnasium.make_vec("evalgym/arithmetic-v1", num_envs=3, vectorization_mode="sync")
     try:
         assert isinstance(venv, SyncVectorEnv)
         _check_vector(venv)
@@ -197,7 +197,7 @@ def test_sync_vector_env():
 
 
 def test_sync_vector_env_explicit_fns():
-    venv = SyncVectorEnv([lambda: gymnasium.make("evalgym/arithmetic-v0", digits=2) for _ in range(3)])
+    venv = SyncVectorEnv([lambda: gymnasium.make("evalgym/arithmetic-v1", digits=2) for _ in range(3)])
     try:
         _check_vector(venv)
     finally:
@@ -206,7 +206,7 @@ def test_sync_vector_env_explicit_fns():
 
 def test_async_vector_env():
     """What works today: no shared memory, non-daemonic workers, forkserver (no inherited verifier pool)."""
-    fns = [lambda: gymnasium.make("evalgym/arithmetic-v0") for _ in range(3)]
+    fns = [lambda: gymnasium.make("evalgym/arithmetic-v1") for _ in range(3)]
     venv = AsyncVectorEnv(fns, shared_memory=False, daemon=False, context="forkserver")
     try:
         _check_vector(venv)
@@ -218,11 +218,11 @@ def test_async_vector_env_default_make_vec_fails_loudly():
     """Gymnasium reads Text observations out of shared memory only once, at construction; rather than
     return blank prompts, UnicodeText refuses shared memory and the error says what to pass instead."""
     with pytest.raises(ValueError, match="shared_memory"):
-        gymnasium.make_vec("evalgym/arithmetic-v0", num_envs=3, vectorization_mode="async")
+        gymnasium.make_vec("evalgym/arithmetic-v1", num_envs=3, vectorization_mode="async")
 
 
 def test_async_vector_env_make_vec_without_shared_memory():
-    venv = gymnasium.make_vec("evalgym/arithmetic-v0", num_envs=3, vectorization_mode="async",
+    venv = gymnasium.make_vec("evalgym/arithmetic-v1", num_envs=3, vectorization_mode="async",
                               vector_kwargs={"shared_memory": False})
     try:
         _check_vector(venv)
@@ -233,10 +233,10 @@ def test_async_vector_env_make_vec_without_shared_memory():
 def test_async_vector_env_daemonic_fork_workers_with_warm_parent_pool():
     """Gymnasium's defaults: daemonic workers, fork context. The parent's verifier pool is warm, so the
     forked workers inherit it and must start their own (never share pipes with the parent)."""
-    parent = gymnasium.make("evalgym/arithmetic-v0")
+    parent = gymnasium.make("evalgym/arithmetic-v1")
     _, info = parent.reset(seed=0, options={"index": 0})
     assert parent.step(info["problem"].reference)[1] == 1.0
-    fns = [lambda: gymnasium.make("evalgym/arithmetic-v0") for _ in range(3)]
+    fns = [lambda: gymnasium.make("evalgym/arithmetic-v1") for _ in range(3)]
     venv = AsyncVectorEnv(fns, shared_memory=False, context="fork")
     try:
         _check_vector(venv)
@@ -267,4 +267,5 @@ def test_procedural_reproducible(env_id):
     assert a != b
     assert sum(x != y for x, y in zip(a, b)) > 12, "seed barely changes the problems"
     env = gymnasium.make(env_id, seed=7)
-    assert env.unwrapped.source.problem(12).id.endswith("/seed7/12")
+    assert env.unwrapped.source.problem(12).id.endswith("/train-seed7/12")
+    assert gymnasium.make(env_id, seed=7, split="eval").unwrapped.source.problem(12).id.endswith("/eval-seed7/12")

@@ -204,13 +204,28 @@ def test_runaway_program_is_killed_at_timeout(box, code):
     assert r.timed_out and r.exit_code is None and 1.9 <= r.duration_s < 4, r
 
 
-def test_output_flood_is_truncated(box):
+def test_output_flood_is_stopped_at_the_cap(box):
     cap = 64 * 1024
     r = run(box, """
-        for _ in range(100): os.write(1, b"x" * (1 << 20)); os.write(2, b"x" * (1 << 20))""",
+        for _ in range(2048): os.write(1, b"x" * (1 << 20)); os.write(2, b"x" * (1 << 20))  # 4 GB""",
             Limits(timeout_s=20, output_bytes=cap))
-    assert r.truncated and not r.timed_out and r.exit_code == 0, (r.exit_code, r.timed_out, r.duration_s)
-    assert 0 < len(r.stdout) <= cap and 0 < len(r.stderr) <= cap
+    assert r.truncated and r.killed == "output_limit" and not r.timed_out and r.exit_code is None, r.killed
+    assert r.duration_s < 2 and len(r.stdout) == cap and len(r.stderr) <= cap, (r.duration_s, len(r.stdout))
+
+
+def test_output_within_the_cap_is_whole(box):
+    r = run(box, "sys.stdout.write('x' * 60000); sys.stderr.write('e' * 1000)", Limits(output_bytes=64 * 1024))
+    assert (r.exit_code, r.killed, r.truncated, len(r.stdout), r.stderr) == (0, None, False, 60005, "e" * 1000), r
+
+
+def test_isolation_is_refused_weaker_than_promised_unless_asked(monkeypatch):
+    monkeypatch.setattr(local, "bwrap_path", lambda: None)  # as on a host without bubblewrap
+    with pytest.raises(local.SandboxUnavailable, match="isolation: weak"):
+        local.LocalSandbox(uid_base=UID_BASE)
+    weak = local.LocalSandbox(uid_base=UID_BASE, isolation="weak")
+    r = weak.run(PRINT1, Limits(timeout_s=5))
+    assert r.stdout == "1\n" and "netns" not in r.isolation and "rlimits" in r.isolation, r
+    weak.close()
 
 
 def test_double_forked_daemon_dies_with_the_run_and_cannot_reach_host_tmp(box):

@@ -117,16 +117,28 @@ def test_per_token_advantages_for_distillation():
     assert loss.item() == pytest.approx(-(1.0 - 2.0) / 2)
 
 
+def _student_topk(student_logp, ids):
+    """(the student's log-probs at ``ids``, the log of its mass elsewhere): what the chunked scorer returns."""
+    top = student_logp.gather(-1, ids)
+    if ids.shape[-1] >= student_logp.shape[-1]:
+        return top, torch.full(top.shape[:-1], float("-inf"), dtype=top.dtype)
+    return top, student_logp.scatter(-1, ids, float("-inf")).logsumexp(-1)
+
+
 def test_topk_reverse_kl_by_hand():
     # three tokens; student (0.5, 0.25, 0.25), teacher (0.25, 0.5, 0.25)
     student = torch.log(t([[0.5, 0.25, 0.25]])).requires_grad_()
     teacher = torch.log(t([[0.25, 0.5, 0.25]]))
     full = teacher.topk(3, -1)
     # the whole vocabulary: the exact KL, 0.5 ln 2 + 0.25 ln 0.5 + 0 = 0.25 ln 2
-    assert topk_reverse_kl(student, full.indices, full.values).item() == pytest.approx(0.25 * math.log(2))
+    kl = topk_reverse_kl(*_student_topk(student, full.indices), full.values)
+    assert kl.item() == pytest.approx(0.25 * math.log(2))
+    kl.backward()
+    assert torch.isfinite(student.grad).all()     # no NaN through the empty rest bucket
+    student.grad = None
     # teacher's top 1 (token 1, 0.5) and a rest bucket: student (0.25, 0.75) vs teacher (0.5, 0.5)
     top1 = teacher.topk(1, -1)
-    kl = topk_reverse_kl(student, top1.indices, top1.values)
+    kl = topk_reverse_kl(*_student_topk(student, top1.indices), top1.values)
     assert kl.item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5))
     assert kl.item() <= 0.25 * math.log(2)      # coarsening never raises a KL
     kl.backward()
@@ -134,7 +146,33 @@ def test_topk_reverse_kl_by_hand():
     # the student equal to the teacher: zero, with or without the rest bucket
     for k in (1, 2, 3):
         top = teacher.topk(k, -1)
-        assert topk_reverse_kl(teacher, top.indices, top.values).item() == pytest.approx(0.0, abs=1e-12)
+        assert topk_reverse_kl(*_student_topk(teacher, top.indices), top.values).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_micro_batch_losses_add_up_to_the_minibatch_loss():
+    """With the minibatch's token and sequence counts, the losses of its micro-batches sum to its loss
+    (gradient accumulation is exact for every aggregation)."""
+    g = torch.Generator().manual_seed(0)
+    new = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    old = new + 0.1 * torch.randn(6, 5, generator=g, dtype=torch.float64)
+    adv = torch.randn(6, generator=g, dtype=torch.float64)
+    mask = (torch.rand(6, 5, generator=g) > 0.3).to(torch.float64)
+    mask[:, 0] = 1
+    for how in ("token", "sequence", "constant"):
+        whole, _ = policy_loss(new, old, adv, mask, aggregation=how, max_tokens=5)
+        parts = sum(policy_loss(new[s], old[s], adv[s], mask[s], aggregation=how, max_tokens=5,
+                                num_tokens=float(mask.sum()), num_seqs=6.0)[0] for s in (slice(0, 2), slice(2, 6)))
+        assert parts.item() == pytest.approx(whole.item(), rel=1e-12), how
+
+
+def test_advantage_one_at_ratio_one_is_the_sft_gradient():
+    """Rejection sampling and off-policy distillation: advantage 1, old = new.detach() → ∇(token-mean NLL)."""
+    logp = torch.log(t([[0.5, 0.25, 0.9]])).requires_grad_()
+    mask = t([[1.0, 1.0, 0.0]])
+    loss, _ = policy_loss(logp, logp.detach(), torch.ones(1, dtype=torch.float64), mask, aggregation="token")
+    (g_pg,) = torch.autograd.grad(loss, logp)
+    (g_sft,) = torch.autograd.grad(sft_loss(logp, mask), logp)
+    assert torch.equal(g_pg, g_sft)
 
 
 def test_ratio_band_mask():

@@ -10,29 +10,35 @@ from evalgym.trainers.rs_sft import RSSFTConfig, train_rs_sft
 
 
 @pytest.mark.slow
-def test_rs_sft_keeps_only_correct_samples_and_trains_on_them(sft_arithmetic, tmp_path):
+def test_rs_sft_keeps_only_correct_samples_and_trains_on_them(tiny_path, tmp_path):
+    """From the random tiny model (mean@8 0.037 on this task: a few correct samples a step, far from sure of
+    them). From the shared SFT checkpoint the kept samples are already near-certain (log-prob ~ -1 a
+    sequence) and 8 steps at lr 3e-4 moved them down on average (-0.67 nats): AdamW's first steps
+    perturb a converged model more than its own near-certain samples can pull it."""
     from evalgym.policies.hf import HFPolicy
+    from evalgym.rollouts import make_env
 
-    cfg = RSSFTConfig(model=sft_arithmetic["checkpoint"], envs=["arithmetic"], env_kwargs={"arithmetic": {"ops": "+-"}},
-                      n=4, num_prompts=64, max_tokens=32, steps=30, batch_size=16, lr=3e-4, save_every=30,
+    cfg = RSSFTConfig(model=tiny_path, envs=["arithmetic"], env_kwargs={"arithmetic": {"ops": "+-"}},
+                      group_size=8, prompts_per_step=16, max_tokens=32, steps=8, lr=1e-3, save_every=8,
                       run_dir=str(tmp_path / "rs"))
     result = train_rs_sft(cfg, progress=False)
-    rows = [json.loads(x) for x in (tmp_path / "rs" / "rs_data.jsonl").read_text().splitlines()]
-    sel = result["selection"]["arithmetic"]
-    assert sel["kept"] == len(rows) and 0 < sel["kept"] <= 64
-    from evalgym.rollouts import make_env
+    rows = [json.loads(x) for x in (tmp_path / "rs" / "selected.jsonl").read_text().splitlines()]
+    metrics = [json.loads(x) for x in (tmp_path / "rs" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < len(rows) <= 8 * 16
+    assert sum(m["kept_frac"] for m in metrics) * 16 == pytest.approx(len(rows))
     env = make_env("arithmetic", ops="+-")
-    # every kept answer is graded correct by the env's verifier
+    # every kept answer is graded correct by the env's verifier, at most one per prompt and step
     for r in rows:
         problem = env.source.problem(r["index"])
         assert r["messages"][0]["content"] == problem.messages[0].content
         assert env.verifier.verify(problem, r["messages"][-1]["content"]).correct
+    assert len({(r["step"], r["index"]) for r in rows}) == len(rows)
     # it trained on them: the kept completions became more likely than under the starting model
-    start = HFPolicy(sft_arithmetic["checkpoint"], device="cpu")
+    start = HFPolicy(tiny_path, device="cpu")
     tuned = HFPolicy.from_model(result["model"].eval(), result["tokenizer"])
     reqs = [(r["messages"][:-1], start.tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"])
             for r in rows[:16]]
     gain = [sum(b) - sum(a) for a, b in zip(start.score_batch(reqs), tuned.score_batch(reqs))]
+    print("kept rows", len(rows), "mean log-prob gain", sum(gain) / len(gain))
+    # measured over seeds 0-3: +0.23 / +0.25 / +0.57 / +0.22 nats (at lr 3e-3: +0.08 / -2.0 / -3.8)
     assert sum(gain) / len(gain) > 0.1, gain
-    # (its effect on held-out accuracy is not asserted: 30 steps on a few dozen kept samples can
-    # overfit; measured 0.48 -> 0.38 at lr 1e-3 in one run)

@@ -1,8 +1,10 @@
-"""The math grader against the hand-labelled table and against hostile predictions.
+"""The math grader against the hand-labelled tables and against hostile predictions.
 
 Every row of ``math_cases.CASES`` goes through ONE ``MathVerifier().check_batch`` call (worker
 processes, 1 s budget each); each row is then its own test, named ``<shape_tag>-<index>`` so a failure
-reads as e.g. ``test_table_row[hack_pm-290]``. ``HOSTILE`` predictions must each get a verdict within
+reads as e.g. ``test_table_row[hack_pm-290]``. The same for issue 15's tables, rows with their question,
+none of which may end in a grader error: ``math_cases_tune`` (tuned on) and ``math_cases_unseen``
+(scored once, 246/247, before it became a regression table here: perf/results/math_verifier_unseen_once.md). ``HOSTILE`` predictions must each get a verdict within
 the budget (plus scheduling slack) without raising. A few rows also go through ``grade()`` in-process.
 
     .venv/bin/python -m pytest tests/verifiers/test_math_table.py -q
@@ -17,6 +19,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from math_cases import CASES, HOSTILE  # noqa: E402
+from math_cases_tune import rows as tune_rows  # noqa: E402
+from math_cases_unseen import rows as unseen_rows  # noqa: E402
 
 try:
     from evalgym.verifiers.math import MathVerifier, grade
@@ -65,6 +69,24 @@ def test_table_row(table_verdicts, i):
         f"extracted={dict(v.details).get('extracted')!r} details={_short(repr(dict(v.details)), 300)}"
     )
     assert v.reward == (1.0 if v.correct else 0.0)
+
+
+ISSUE15 = [("tune", r) for r in tune_rows()] + [("unseen", r) for r in unseen_rows()]
+
+
+@pytest.fixture(scope="module")
+def issue15_verdicts(verifier):
+    return verifier.check_batch([(gold, response, question) for _, (gold, response, _, _, question) in ISSUE15])
+
+
+@pytest.mark.parametrize("i", range(len(ISSUE15)), ids=lambda i: f"{ISSUE15[i][0]}-{ISSUE15[i][1][3]}-{i}")
+def test_issue15_row(issue15_verdicts, i):
+    table, (gold, response, expected, tag, question) = ISSUE15[i]
+    v = issue15_verdicts[i]
+    where = f"[{table}/{tag}] gold={gold!r} response={_short(response, 200)!r} question={question!r}"
+    assert v.error is None, f"{where}: grader error {v.error!r}"
+    assert v.correct == expected, (f"{where}: expected correct={expected}, got {v.correct}; extracted="
+                                   f"{dict(v.details).get('extracted')!r} reason={dict(v.details).get('reason')!r}")
 
 
 def test_table_timing(table_verdicts):
@@ -139,3 +161,33 @@ def test_grade_in_process(gold, response, expected):
     assert out["reward"] == (1.0 if out["correct"] else 0.0)
     assert "extracted" in out["details"]
     assert out["correct"] == expected, out
+
+
+# -- settings: the thinking section, the question ---------------------------------------------------
+
+def test_think_tags_are_configurable():
+    from evalgym.errors import EvalgymError
+    from evalgym.verifiers.math_extract import check_think
+
+    reasoning = "<reasoning>Is it \\boxed{4}? No.</reasoning> The answer is \\boxed{5}."
+    assert grade("5", reasoning, think=("<reasoning>", "</reasoning>"))["correct"]
+    assert not grade("5", reasoning)["correct"]  # the default strips <think> only: two different boxes
+    assert grade("5", "<think>\\boxed{4}</think> so \\boxed{5}")["correct"]
+    assert not grade("5", "<think>\\boxed{4}</think> so \\boxed{5}", think=None)["correct"]  # kept: a hedge
+    assert not grade("5", "<r>I think \\boxed{5}", think=("<r>", "</r>"))["correct"]  # never closed
+    assert check_think("reasoning") == ("<reasoning>", "</reasoning>") == check_think("<reasoning>")
+    assert check_think(None) is None and check_think("") is None
+    with pytest.raises(EvalgymError, match="think"):
+        check_think(("<a>",))
+
+
+def test_verifier_passes_think_and_question():
+    from evalgym.types import ChatMessage, Problem
+
+    v = MathVerifier(budget_s=BUDGET_S, think="reasoning")
+    problem = Problem(id="p", env_id="e", env_version=0, domain="math",
+                      messages=(ChatMessage("user", "If $2x + 2y = 34$, what is $x + y$?"),), answer="17")
+    assert v.verify(problem, "<reasoning>\\boxed{16}</reasoning> \\boxed{x + y = 17}").correct
+    assert not MathVerifier(budget_s=BUDGET_S).verify(problem, "<reasoning>\\boxed{16}</reasoning> \\boxed{17}").correct
+    assert not v.check("17", "\\boxed{x + y = 17}").correct  # without the question: not known to be asked
+    assert v.check("17", "\\boxed{x + y = 17}", "Find $x+y$.").correct

@@ -4,8 +4,9 @@ Covers: results come back in input order whatever the completion order; a call t
 budget is a ``timeout`` outcome within budget + 0.5 s, its worker is really killed (pid gone) and the
 pool keeps working; a raising call is an ``error`` outcome carrying the exception text; a worker that
 dies (``os._exit``) is a ``crashed`` outcome and the pool recovers; an unpicklable result is an error,
-not a hang. Also that the process-wide ``shared_pool`` is not inherited by a forked child (it is today:
-see the xfail). The helpers live in ``tests/verifiers/_pool_fns.py`` so the workers can import them.
+not a hang. Also that the process-wide ``shared_pool`` is not inherited by a forked child. The helpers
+live in ``tests/verifiers/_pool_fns.py`` so the workers can import them by name; a function defined in
+``__main__`` goes by value (tests/test_readme_tour.py runs one from stdin and from a notebook).
 """
 
 from __future__ import annotations
