@@ -4,9 +4,11 @@ distillation, against mixed-domain RL and off-policy distillation with the same 
     python perf/mopd_experiment.py                      # the full run → perf/results/mopd.{json,md}
     run_experiment(MOPDExperiment(out="runs/mopd-exp", sft_steps=200, ...))
 
-1. ``base``: SFT of the start model on the reference solutions of every domain's env.
-2. ``expert-<domain>``: GRPO from ``base`` on that domain's env alone, with a KL term to the base
-   (``expert_beta``).
+1. ``base``: SFT of the start model on the reference solutions of every domain's env (``sft_steps: 0``:
+   the start model itself is the base, e.g. SmolLM2-135M-Instruct).
+2. ``expert-<domain>``: from ``base`` on that domain's env alone: GRPO with a KL term to the base
+   (``expert_trainer: grpo``, ``expert_beta``) or SFT on the env's reference solutions (``expert_trainer:
+   sft``, ``expert_steps`` steps of ``sft_batch`` at ``expert_lr``).
 3. Three students from ``base``, each trained on the mixture of all domains for ``student_steps``
    steps of ``prompts_per_step × group_size`` samples (the same budget):
    ``mopd`` (on-policy distillation, each trajectory routed to its domain's expert, ``mopd_alpha`` 0,
@@ -60,6 +62,7 @@ class MOPDExperiment:
     sft_lr: float = 3e-3
     sft_batch: int = 32
     sft_warmup: int = 10
+    expert_trainer: str = "grpo"       # "grpo" (RL on the domain's reward) or "sft" (its reference solutions)
     expert_steps: int = 48             # 24 left the math expert at its base on two of four bases (sampled score)
     expert_lr: float = 5e-4
     expert_beta: float = 0.05         # KL to the base in the RL runs (experts and mixed RL): without it the
@@ -166,7 +169,11 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
         wall[name] = time.perf_counter() - t0
         return str(_final(run_dir))
 
-    base = stage("base", train_sft, SFTConfig(
+    if exp.expert_trainer not in ("grpo", "sft"):
+        raise ValueError(f"expert_trainer: 'grpo' or 'sft', got {exp.expert_trainer!r}")
+    if exp.sft_steps < 0:
+        raise ValueError(f"sft_steps: >= 0 (0: no shared SFT stage), got {exp.sft_steps}")
+    base = exp.model if exp.sft_steps == 0 else stage("base", train_sft, SFTConfig(
         model=exp.model, envs=list(envs), env_kwargs=envs, env_rows=2000, batch_size=exp.sft_batch, lr=exp.sft_lr,
         warmup_steps=exp.sft_warmup, steps=exp.sft_steps, save_every=exp.sft_steps, seed=exp.seed, run_dir=str(out / "base")))
     common = dict(prompts_per_step=exp.prompts_per_step, group_size=exp.group_size, max_tokens=exp.max_tokens,
@@ -174,10 +181,16 @@ def run_experiment(exp: MOPDExperiment) -> dict[str, Any]:
     experts = {}
     for dom, (env_id, kwargs) in exp.domains.items():
         # an expert trains on its own env only: the config refuses kwargs for an env it does not train on
-        experts[dom] = stage(f"expert-{dom}", train_grpo, GRPOConfig(
-            model=base, envs={env_id: 1.0}, steps=exp.expert_steps, lr=exp.expert_lr, beta=exp.expert_beta,
-            save_every=exp.expert_steps, run_dir=str(out / f"expert-{dom}"),
-            **{**common, "env_kwargs": {env_id: kwargs}}))
+        run_dir = str(out / f"expert-{dom}")
+        if exp.expert_trainer == "sft":
+            experts[dom] = stage(f"expert-{dom}", train_sft, SFTConfig(
+                model=base, envs=[env_id], env_kwargs={env_id: kwargs}, env_rows=2000, batch_size=exp.sft_batch,
+                lr=exp.expert_lr, warmup_steps=exp.sft_warmup, steps=exp.expert_steps, save_every=exp.expert_steps,
+                seed=exp.seed, run_dir=run_dir))
+        else:
+            experts[dom] = stage(f"expert-{dom}", train_grpo, GRPOConfig(
+                model=base, envs={env_id: 1.0}, steps=exp.expert_steps, lr=exp.expert_lr, beta=exp.expert_beta,
+                save_every=exp.expert_steps, run_dir=run_dir, **{**common, "env_kwargs": {env_id: kwargs}}))
     per_step = exp.prompts_per_step * exp.group_size
     mopd_group = exp.mopd_group_size or exp.group_size
     if per_step % mopd_group:
@@ -277,11 +290,22 @@ def markdown(result: dict[str, Any]) -> str:
         g = cfg.get("mopd_group_size") or cfg["group_size"]
         kl = (f"exact reverse KL over the teacher's top {cfg['mopd_kl_topk']} tokens at each position"
               if cfg.get("mopd_kl_topk") else "sampled per-token advantage log π_t − log π_s")
-        lines += [f"Settings: experts GRPO {cfg['expert_steps']} steps × {cfg['prompts_per_step']} problems × "
-                  f"{cfg['group_size']} samples, lr {cfg['expert_lr']:g}, β {cfg.get('expert_beta', 0):g} (KL to the "
-                  f"base); MOPD {per_step // g} problems × {g} samples a step, lr {cfg['mopd_lr']:g}, α "
-                  f"{cfg['mopd_alpha']:g}, {kl}; mixed RL with the experts' settings over both envs; off-policy "
-                  f"SFT on the experts' samples, lr {cfg['distill_lr']:g}.", ""]
+        base = ("the start model itself" if cfg.get("sft_steps") == 0 else
+                f"SFT {cfg['sft_steps']} steps × {cfg['sft_batch']} on every domain, lr {cfg['sft_lr']:g}")
+        if cfg.get("expert_trainer", "grpo") == "sft":
+            experts = (f"experts SFT on their domain's reference solutions, {cfg['expert_steps']} steps × "
+                       f"{cfg['sft_batch']}, lr {cfg['expert_lr']:g}")
+            rl = (f"mixed RL: GRPO {cfg['prompts_per_step']} problems × {cfg['group_size']} samples, lr "
+                  f"{cfg['student_lr']:g}, β {cfg.get('expert_beta', 0):g}, over both envs")
+        else:
+            experts = (f"experts GRPO {cfg['expert_steps']} steps × {cfg['prompts_per_step']} problems × "
+                       f"{cfg['group_size']} samples, lr {cfg['expert_lr']:g}, β {cfg.get('expert_beta', 0):g} "
+                       "(KL to the base)")
+            rl = f"mixed RL with the experts' settings (lr {cfg['student_lr']:g}) over both envs"
+        lines += [f"Settings: base: {base}; {experts}; MOPD {per_step // g} problems × {g} samples a step, lr "
+                  f"{cfg['mopd_lr']:g}, α {cfg['mopd_alpha']:g}, {kl}; {rl}; off-policy SFT on the experts' "
+                  f"samples, lr {cfg['distill_lr']:g}; sampling temperature {cfg['temperature']:g}, "
+                  f"max_tokens {cfg['max_tokens']}.", ""]
     se = result.get("score_se", {})
 
     def table(scores: dict[str, dict[str, float]], interval: Any) -> list[str]:

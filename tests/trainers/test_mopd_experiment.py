@@ -49,3 +49,32 @@ def test_mopd_experiment_pipeline_end_to_end(tmp_path, tiny_path):
     assert [p["samples"] for p in result["curves"]["mopd"]] == [0, 6 * per_step, 12 * per_step]
     again = run_experiment(exp)
     assert again["wall_s"] == {} and again["scores"] == scores
+
+
+def test_mopd_experiment_refuses_an_unknown_expert_trainer(tmp_path):
+    exp = MOPDExperiment(out=str(tmp_path / "exp"), expert_trainer="dpo", progress=False)
+    with pytest.raises(ValueError, match="expert_trainer"):
+        run_experiment(exp)
+    assert not (tmp_path / "exp").exists()   # refused before any stage trained
+
+
+@pytest.mark.timeout(900)
+def test_mopd_experiment_with_sft_experts_and_no_shared_base(tmp_path, tiny_path):
+    """The real-model layout (perf/results/mopd.md on SmolLM2): no shared SFT stage, the start model is the
+    base; each expert is SFT on its own domain's reference solutions; greedy scores only."""
+    import json
+
+    exp = MOPDExperiment(out=str(tmp_path / "exp"), model=tiny_path, sft_steps=0, expert_trainer="sft",
+                         expert_steps=3, expert_lr=3e-3, sft_batch=8, sft_warmup=0, student_steps=2, eval_every=2,
+                         prompts_per_step=2, group_size=4, eval_prompts=8, eval_samples=0, mopd_kl_topk=0,
+                         students=("mopd", "mixed-rl"), progress=False)
+    result = run_experiment(exp)
+    assert not (tmp_path / "exp" / "base").exists()
+    for d in ("math", "countdown"):
+        ck = latest_checkpoint(tmp_path / "exp" / f"expert-{d}")
+        meta = json.loads((ck / "meta.json").read_text())
+        assert meta["trainer"] == "sft" and meta["parent"] == tiny_path and ck.name == "step_000003", meta
+    assert result["config"]["expert_trainer"] == "sft"
+    md = markdown(result)
+    assert "greedy" in md and "experts SFT on their domain's reference solutions, 3 steps × 8" in md, md
+    assert "base: the start model itself" in md
