@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+from pathlib import Path
 import sys
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from evalgym.benchmarks.leaderboard import write_text_atomic  # noqa: E402
 os.environ.setdefault("EVALGYM_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
 RESULTS = os.path.join(ROOT, "perf", "results")
 PROGRAM = "print(sum(range(1000)))"
@@ -196,10 +197,7 @@ def write(rows: list[dict]) -> str:
             md += ["", NOTES + old.split(NOTES, 1)[1].rstrip("\n")]
     os.makedirs(RESULTS, exist_ok=True)
     for name, text in (("agentic.json", json.dumps(result, indent=2)), ("agentic.md", "\n".join(md) + "\n")):
-        tmp = os.path.join(RESULTS, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(RESULTS, name))
+        write_text_atomic(Path(RESULTS) / name, text)
     return "\n".join(md)
 
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from evalgym.benchmarks.leaderboard import write_text_atomic  # noqa: E402
 os.environ.setdefault("EVALGYM_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
 RESULTS = os.path.join(ROOT, "perf", "results")
 WORK = "s = sum(i * i for i in range(200000)); print(s)"
@@ -107,10 +109,7 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     for name, text in (("agentic_grpo_wait.json", json.dumps(result, indent=2)),
                        ("agentic_grpo_wait.md", "\n".join(md) + "\n")):
-        tmp_path = os.path.join(RESULTS, name + ".tmp")
-        with open(tmp_path, "w") as f:
-            f.write(text)
-        os.replace(tmp_path, os.path.join(RESULTS, name))
+        write_text_atomic(Path(RESULTS) / name, text)
     print("\n".join(md))
 
 

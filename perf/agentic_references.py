@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from evalgym.benchmarks.leaderboard import write_text_atomic  # noqa: E402
 os.environ.setdefault("EVALGYM_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
 RESULTS = os.path.join(ROOT, "perf", "results")
 
@@ -96,10 +98,7 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     for name, text in (("agentic_references.json", json.dumps(result, indent=2)),
                        ("agentic_references.md", "\n".join(md) + "\n")):
-        tmp = os.path.join(RESULTS, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(RESULTS, name))
+        write_text_atomic(Path(RESULTS) / name, text)
     print("\n".join(md))
 
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from perf.memwatch import rss_mb  # noqa: E402
 
 
 def measure(variant: str, rows: int, length: int) -> dict:
@@ -41,7 +43,7 @@ def measure(variant: str, rows: int, length: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import gc
     gc.collect()
-    rss0 = _rss_kb()
+    rss0 = rss_mb() * 1024   # kB, as ru_maxrss
     t0 = time.perf_counter()
     if variant == "backbone":
         hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
@@ -58,13 +60,6 @@ def measure(variant: str, rows: int, length: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"variant": variant, "peak_delta_mb": (max(peak, before) - rss0) / 1024, "seconds": elapsed,
             "rows": rows, "length": length, "vocab": model.config.vocab_size}
-
-
-def _rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def main() -> None:

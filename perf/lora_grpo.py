@@ -19,20 +19,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from perf.memwatch import PeakRSS  # noqa: E402
 from tests.trainers.learning import REAL_TASK as TASK, real_held_out  # noqa: E402  (two-digit sums; the learning test's scorer)
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def train_variant(a: argparse.Namespace) -> None:
@@ -49,26 +42,18 @@ def train_variant(a: argparse.Namespace) -> None:
                      steps=a.steps, prompts_per_step=a.prompts, group_size=a.group, max_tokens=a.max_tokens,
                      lr=a.lora_lr if lora else a.full_lr, save_every=a.steps, keep_last=1, backend="vllm",
                      seed=a.seed, run_dir=str(run_dir), lora=lora)
-    before = rss_mb()
-    peak = [before]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], rss_mb())
-    threading.Thread(target=watch, daemon=True).start()
-    t0 = time.perf_counter()
-    result = train_grpo(cfg, progress=False)
-    wall = time.perf_counter() - t0
-    done.set()
+    with PeakRSS(0.05) as mem:
+        t0 = time.perf_counter()
+        result = train_grpo(cfg, progress=False)
+        wall = time.perf_counter() - t0
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trainable = sum(p.numel() for p in result["model"].parameters() if p.requires_grad)
     mean = lambda k, rs=rows: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     later = rows[1:] or rows   # the first step pays the engine's start
     (run_dir.parent / f"{a.variant}.json").write_text(json.dumps({
         "variant": a.variant, "checkpoint": result["checkpoint"].path, "lr": cfg.lr, "lora": lora,
-        "trainable_params": trainable, "peak_rss_mb": peak[0], "rss_before_mb": before,
-        "train_rise_mb": peak[0] - before, "wall_s": wall, "s_per_step": mean("step_s", later),
+        "trainable_params": trainable, "peak_rss_mb": mem.peak, "rss_before_mb": mem.before,
+        "train_rise_mb": mem.peak - mem.before, "wall_s": wall, "s_per_step": mean("step_s", later),
         "sample_s": mean("sample_s", later), "update_s": mean("update_s", later),
         "engine_sync_s": mean("engine_sync_s", later), "reward_first": rows[0]["reward"],
         "reward_last3": mean("reward", rows[-3:]), "metrics": rows}, indent=1))

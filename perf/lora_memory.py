@@ -18,19 +18,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from perf.memwatch import PeakRSS  # noqa: E402
 
 
 def one(a: argparse.Namespace) -> None:
@@ -48,34 +41,26 @@ def one(a: argparse.Namespace) -> None:
     cfg = GRPOConfig(model=model, run_dir=str(Path(a.work) / a.setting), lr=1e-5, beta=0.05,
                      gradient_checkpointing=ckpt == "ckpt", lora={"r": 16, "alpha": 32} if lora == "lora" else None,
                      prompts_per_step=a.rows // 8, group_size=8)
-    before = rss_mb()
-    peak = [before]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], rss_mb())
-    threading.Thread(target=watch, daemon=True).start()
-    t0 = time.perf_counter()
-    trainer = Trainer(cfg, name="grpo", progress=False, updates_per_step=1)
-    ref = trainer.reference()
-    g = torch.Generator().manual_seed(0)
-    half = a.length // 2
-    rows = []
-    for i in range(a.rows):   # groups of 8 sharing a prompt, as a rollout batch is
-        prompt = torch.randint(100, 40000, (half,), generator=torch.Generator().manual_seed(i // 8)).tolist()
-        comp = torch.randint(100, 40000, (a.length - half,), generator=g).tolist()
-        ep = EpisodeTokens(tuple(prompt + comp), (False,) * half + (True,) * len(comp),
-                           (0.0,) * half + (-1.0,) * len(comp), True)
-        rows.append(Row(ep, advantage=float(torch.randn(1, generator=g)), group=i // 8))
-    batch = train_batch(rows, trainer.tokenizer.pad_token_id)
-    for u in range(a.updates):
-        update_on_batch(trainer, cfg, batch, ref, u)
-    wall = time.perf_counter() - t0
-    stop.set()
+    with PeakRSS(0.02) as mem:
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg, name="grpo", progress=False, updates_per_step=1)
+        ref = trainer.reference()
+        g = torch.Generator().manual_seed(0)
+        half = a.length // 2
+        rows = []
+        for i in range(a.rows):   # groups of 8 sharing a prompt, as a rollout batch is
+            prompt = torch.randint(100, 40000, (half,), generator=torch.Generator().manual_seed(i // 8)).tolist()
+            comp = torch.randint(100, 40000, (a.length - half,), generator=g).tolist()
+            ep = EpisodeTokens(tuple(prompt + comp), (False,) * half + (True,) * len(comp),
+                               (0.0,) * half + (-1.0,) * len(comp), True)
+            rows.append(Row(ep, advantage=float(torch.randn(1, generator=g)), group=i // 8))
+        batch = train_batch(rows, trainer.tokenizer.pad_token_id)
+        for u in range(a.updates):
+            update_on_batch(trainer, cfg, batch, ref, u)
+        wall = time.perf_counter() - t0
     trainable = sum(p.numel() for p in trainer.module.parameters() if p.requires_grad)
     (Path(a.work) / f"{a.setting}.json").write_text(json.dumps({
-        "setting": a.setting, "peak_rss_mb": peak[0], "rss_before_mb": before, "rise_mb": peak[0] - before,
+        "setting": a.setting, "peak_rss_mb": mem.peak, "rss_before_mb": mem.before, "rise_mb": mem.peak - mem.before,
         "trainable_params": trainable, "s_per_update": wall / a.updates}))
 
 

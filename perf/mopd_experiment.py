@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evalgym.benchmarks.leaderboard import write_text_atomic  # noqa: E402
 from evalgym.experiments.mopd import MOPDExperiment, _atomic_json, markdown, run_experiment  # noqa: E402
 
 
@@ -57,9 +57,7 @@ def main() -> int:
     out = Path(args.results)
     _atomic_json(out / f"{args.name}.json", result)
     md = markdown(result)
-    tmp = out / f".{args.name}.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, out / f"{args.name}.md")
+    write_text_atomic(out / f"{args.name}.md", md)
     print(md)
     print(json.dumps({"fraction_of_expert": result["fraction_of_expert"],
                       "samples_to_mixed_rl_final": result["samples_to_mixed_rl_final"]}))

@@ -109,8 +109,8 @@ class SweLiteVerifier:
         self.limits, self.workers = Limits(timeout_s=timeout_s, memory_mb=512), workers
 
     def verify(self, problem: Problem, response: str) -> Verdict:
-        from evalgym.sandbox import Program, SandboxUnavailable, get_sandbox
-        from evalgym.verifiers.code import harness_program, judge
+        from evalgym.sandbox import Program, SandboxUnavailable
+        from evalgym.verifiers.code import harness_program, run_harness
 
         t0 = time.perf_counter()
         x = problem.extra
@@ -128,13 +128,10 @@ class SweLiteVerifier:
                                       entry_point=first, check=False)
         prog = Program({**repo, **prog.files}, prog.command, stdin=prog.stdin)
         try:
-            result = get_sandbox(self.backend).run(prog, self.limits)
+            result, passed, calls, reason = run_harness(prog, nonce, self.backend, self.limits)
         except SandboxUnavailable as exc:
             return Verdict(0.0, False, error=f"sandbox unavailable: {exc}", elapsed_s=time.perf_counter() - t0,
                            verifier=NAME, verifier_version=VERSION)
-        passed, calls, reason = judge(result.stdout, nonce)
-        if result.timed_out:
-            reason = f"timed out after {self.limits.timeout_s:g}s"
         changed = sorted(k for k, v in ours.items() if x["repo"].get(k) != v)
         return self._verdict(passed, reason, t0, calls=calls, changed=changed, backend=result.backend,
                              isolation=list(result.isolation))

@@ -105,18 +105,25 @@ def judge(stdout: str, nonce: str) -> tuple[bool, int, str]:
     return True, calls, f"all tests passed ({calls} calls)"
 
 
+def run_harness(prog: Program, nonce: str, backend: str, limits: Limits) -> tuple[Any, bool, int, str]:
+    """Run a harness program (:func:`harness_program`) in the sandbox and judge its report: ``(result, passed,
+    calls, reason)``. Raises ``SandboxUnavailable``."""
+    result = get_sandbox(backend).run(prog, limits)
+    passed, calls, reason = judge(result.stdout, nonce)
+    if result.timed_out:
+        reason = f"timed out after {limits.timeout_s:g}s"
+    return result, passed, calls, reason
+
+
 def grade_code(program: str, *, test: str, entry_point: str, prelude: str = "", check: bool = True,
                backend: str = "local", limits: Limits = Limits(timeout_s=10, memory_mb=512)) -> Verdict:
     t0 = time.perf_counter()
     prog, nonce = harness_program(program, test, entry_point, prelude, check)
     try:
-        result = get_sandbox(backend).run(prog, limits)
+        result, passed, calls, reason = run_harness(prog, nonce, backend, limits)
     except SandboxUnavailable as exc:
         return Verdict(0.0, False, error=f"sandbox unavailable: {exc}", elapsed_s=time.perf_counter() - t0,
                        verifier=NAME, verifier_version=VERSION)
-    passed, calls, reason = judge(result.stdout, nonce)
-    if result.timed_out:
-        reason = f"timed out after {limits.timeout_s:g}s"
     details = {"reason": reason, "calls": calls, "exit_code": result.exit_code, "timed_out": result.timed_out,
                "oom": result.oom, "stderr": result.stderr[-500:], "backend": result.backend,
                "isolation": list(result.isolation)}
