@@ -34,12 +34,14 @@ def _logit_transform(model: Any) -> tuple[float | None, float | None]:
 
 def _chunk_logprobs(h_NH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None,
                     targets_N: torch.Tensor, topk_NK: torch.Tensor | None, softcap: float | None,
-                    scale: float | None) -> tuple[torch.Tensor, ...]:
+                    scale: float | None, temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
     logits = torch.nn.functional.linear(h_NH, weight_VH, bias_V).float()
     if scale is not None:
         logits = logits * scale
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
+    if temperature != 1.0:      # after the model's own transforms, as a sampler applies it
+        logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     chosen = logits.gather(-1, targets_N[:, None])[:, 0] - lse
     if topk_NK is None:
@@ -54,16 +56,16 @@ def _chunk_logprobs(h_NH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.T
 
 def selective_logprobs(h_NH: torch.Tensor, weight_VH: torch.Tensor, targets_N: torch.Tensor, *,
                        bias_V: torch.Tensor | None = None, topk_NK: torch.Tensor | None = None,
-                       softcap: float | None = None, scale: float | None = None,
+                       softcap: float | None = None, scale: float | None = None, temperature: float = 1.0,
                        chunk: int = CHUNK) -> tuple[torch.Tensor, ...]:
-    """``log softmax(h W^T + b)[target]`` for N positions (and at ``topk_NK`` ids, plus the log-mass of all
-    other ids), computed ``chunk`` positions at a time; with gradients, each chunk's logits are recomputed
-    in backward instead of kept. Returns ``(logp_N,)`` or ``(logp_N, top_NK, rest_N)``."""
+    """``log softmax((h W^T + b) / temperature)[target]`` for N positions (and at ``topk_NK`` ids, plus the
+    log-mass of all other ids), computed ``chunk`` positions at a time; with gradients, each chunk's logits are
+    recomputed in backward instead of kept. Returns ``(logp_N,)`` or ``(logp_N, top_NK, rest_N)``."""
     outs: list[tuple[torch.Tensor, ...]] = []
     grad = torch.is_grad_enabled() and (h_NH.requires_grad or weight_VH.requires_grad)
     for lo in range(0, h_NH.shape[0], chunk):
         args = (h_NH[lo:lo + chunk], weight_VH, bias_V, targets_N[lo:lo + chunk],
-                None if topk_NK is None else topk_NK[lo:lo + chunk], softcap, scale)
+                None if topk_NK is None else topk_NK[lo:lo + chunk], softcap, scale, temperature)
         outs.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args))
     if not outs:
         empty = h_NH.new_zeros((0,), dtype=torch.float32)
@@ -94,11 +96,13 @@ class CausalLMScorer(torch.nn.Module):
 
     def forward(self, tokens_BL: torch.Tensor, attention_BL: torch.Tensor | None, mask_BT: torch.Tensor, *,
                 position_ids_BL: torch.Tensor | None = None, topk_ids_BTK: torch.Tensor | None = None,
-                share_prompts: bool = False) -> Any:
+                share_prompts: bool = False, temperature: float = 1.0) -> Any:
         """``mask_BT`` ``[B, L-1]``: positions t whose next token t+1 is scored. ``attention_BL`` None with
         ``position_ids_BL`` = packed rows (positions restart at 0 for each sequence; attention stays within a
         sequence). ``share_prompts``: consecutive rows with the same prompt run it once (see
-        :func:`shared_prompt_hidden`). Returns ``logp_BT`` or ``(logp_BT, top_BTK, rest_BT)``."""
+        :func:`shared_prompt_hidden`). ``temperature``: log-probs of the model's distribution at that sampling
+        temperature (logits / T), what a policy sampled at T is. Returns ``logp_BT`` or
+        ``(logp_BT, top_BTK, rest_BT)``."""
         sel = mask_BT.bool()
         targets = tokens_BL[:, 1:][sel]
         topk = None if topk_ids_BTK is None else topk_ids_BTK[sel]
@@ -106,7 +110,7 @@ class CausalLMScorer(torch.nn.Module):
         if parts is None:   # no separate head: full logits, but log-softmax only at scored positions
             logits = self.model(input_ids=tokens_BL, attention_mask=attention_BL, position_ids=position_ids_BL).logits
             h, weight, bias = logits[:, :-1][sel], None, None
-            res = _from_logits(h, targets, topk)
+            res = _from_logits(h, targets, topk, temperature)
         else:
             decoder, head = parts
             if share_prompts and position_ids_BL is None and not _checkpointing(self.model):
@@ -117,7 +121,8 @@ class CausalLMScorer(torch.nn.Module):
                 h = out.last_hidden_state[:, :-1][sel]
             weight, bias = head.weight, head.bias
             softcap, scale = _logit_transform(self.model)
-            res = selective_logprobs(h, weight, targets, bias_V=bias, topk_NK=topk, softcap=softcap, scale=scale)
+            res = selective_logprobs(h, weight, targets, bias_V=bias, topk_NK=topk, softcap=softcap, scale=scale,
+                                     temperature=temperature)
         logp = torch.zeros(mask_BT.shape, dtype=torch.float32, device=tokens_BL.device).masked_scatter(sel, res[0])
         if topk is None:
             return logp
@@ -128,8 +133,11 @@ class CausalLMScorer(torch.nn.Module):
         return logp, top, rest
 
 
-def _from_logits(logits_NV: torch.Tensor, targets_N: torch.Tensor, topk_NK: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+def _from_logits(logits_NV: torch.Tensor, targets_N: torch.Tensor, topk_NK: torch.Tensor | None,
+                 temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
     logits = logits_NV.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     lse = torch.logsumexp(logits, -1)
     chosen = logits.gather(-1, targets_N[:, None])[:, 0] - lse
     if topk_NK is None:

@@ -106,23 +106,23 @@ def held_out_accuracy(model: Any, tokenizer: Any, num: int, max_tokens: int = 32
     return res.score("acc").value
 
 
-def ours_config(a: argparse.Namespace, model: str, seed: int, run_dir: Path):
+def ours_config(a: argparse.Namespace, model: str, seed: int, run_dir: Path, tempered: bool = True):
     from evalgym.trainers.grpo import GRPOConfig
 
     return GRPOConfig(model=model, envs={ENV: 1.0}, env_kwargs={ENV: ENV_KWARGS}, steps=a.steps, seed=seed,
                       prompts_per_step=a.prompts, group_size=a.group, max_tokens=a.max_tokens, lr=a.lr,
                       temperature=a.temperature, top_p=1.0, beta=0.0, clip_low=a.clip, clip_high=a.clip,
                       aggregation="token", scale_advantages=True, max_grad_norm=1.0, weight_decay=0.0,
-                      warmup_steps=0, save_every=a.steps, run_dir=str(run_dir))
+                      warmup_steps=0, save_every=a.steps, run_dir=str(run_dir), tempered_logprobs=tempered)
 
 
-def run_ours(a: argparse.Namespace, model: str, seed: int, work: Path) -> dict[str, Any]:
+def run_ours(a: argparse.Namespace, model: str, seed: int, work: Path, tempered: bool = True) -> dict[str, Any]:
     from evalgym.trainers.grpo import train_grpo
 
-    run_dir = work / f"ours-seed{seed}"
+    run_dir = work / f"ours-seed{seed}{'' if tempered else '-t1'}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a leftover run would be resumed, not re-run
     t0 = time.perf_counter()
-    result = train_grpo(ours_config(a, model, seed, run_dir), progress=False)
+    result = train_grpo(ours_config(a, model, seed, run_dir, tempered), progress=False)
     wall = time.perf_counter() - t0
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [{"step": r["step"], "seconds": r["step_s"], "tokens": r["tokens"], "reward": r["reward"]} for r in rows]
@@ -243,6 +243,11 @@ def report(meta: dict[str, Any], cfg: dict[str, Any], runs: list[dict[str, Any]]
               f"{summary['trl_reward_last']:.3f}. Peak resident memory: ours {summary['ours_peak_rss_mb']:.0f} MB, "
               f"TRL {summary['trl_peak_rss_mb']:.0f} MB (mean over repeats).", "",
               "TRL defaults changed: " + "; ".join(f"`{k}` {v}" for k, v in TRL_CHANGED_DEFAULTS.items()) + ".", ""]
+    if "ours_untempered_held_out" in summary:
+        lines += [f"Ours with `tempered_logprobs: false` (row evalgym-t1: every log-prob at temperature 1 whatever the "
+                  f"sampling temperature, as the trainer was before 2026-12-05; the same samples at its first step): "
+                  f"held-out {summary['ours_untempered_held_out']:.3f}, training reward in the last quarter "
+                  f"{summary['ours_untempered_reward_last']:.3f}.", ""]
     own = [r for r in runs if r["trainer"] == "trl, its defaults"]
     if own:
         race = statistics.median(r["summary"]["median_step_s"] for r in runs if r["trainer"] == "trl")
@@ -263,8 +268,8 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(a.threads)
     work = Path(a.work)
     trl_defaults = a.one == "trl-defaults"
-    if a.one == "evalgym":
-        res = run_ours(a, a.start, a.seed, work)
+    if a.one in ("evalgym", "evalgym-t1"):
+        res = run_ours(a, a.start, a.seed, work, tempered=a.one == "evalgym")
     else:
         res = run_trl(a, a.start, a.seed, work, steps=a.trl_defaults_steps if trl_defaults else None,
                       trl_defaults=trl_defaults)
@@ -308,7 +313,10 @@ def main() -> None:
                          "2-core machine two OpenMP threads per process made every step 2-8x slower and far noisier")
     ap.add_argument("--work", default="runs/trl_race", help="SFT checkpoint cache and run folders")
     ap.add_argument("--out", default=str(RESULTS / "trl_race"))
-    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)      # child: evalgym | trl | trl-defaults
+    ap.add_argument("--untempered", action="store_true",
+                    help="also run ours with tempered_logprobs false (log-probs at T = 1 whatever the sampling "
+                         "temperature: the trainer before 2026-12-05), last in each repeat: trainer evalgym-t1")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)      # child: evalgym | evalgym-t1 | trl | trl-defaults
     ap.add_argument("--start", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -337,10 +345,11 @@ def main() -> None:
     for r in range(a.repeats):
         seed = a.seed + r
         order = ["evalgym", "trl"] if r % 2 == 0 else ["trl", "evalgym"]
+        order += ["evalgym-t1"] if a.untempered else []
         for pos, name in enumerate(order):
             res = child(a, name, start, seed)
             s = summarize(res)
-            runs.append({"repeat": r, "seed": seed, "trainer": name, "position": "first" if pos == 0 else "second",
+            runs.append({"repeat": r, "seed": seed, "trainer": name, "position": ("first", "second", "third")[pos],
                          "summary": s, "held_out_accuracy": res["held_out_accuracy"], "peak_rss_mb": res["peak_rss_mb"],
                          "steps": res["steps"]})
             load.append(os.getloadavg()[0])
@@ -377,6 +386,9 @@ def main() -> None:
                "ours_peak_rss_mb": mean_of("evalgym", "peak_rss_mb"), "trl_peak_rss_mb": mean_of("trl", "peak_rss_mb"),
                "ours_reward_last": med("evalgym", "reward_last_quarter"),
                "trl_reward_last": med("trl", "reward_last_quarter")}
+    if a.untempered:
+        summary |= {"ours_untempered_held_out": mean_of("evalgym-t1", "held_out_accuracy"),
+                    "ours_untempered_reward_last": med("evalgym-t1", "reward_last_quarter")}
     meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "transformers": transformers.__version__,

@@ -14,7 +14,10 @@ Hermes convention (see ``tool_template``). Agentic episodes render their first p
 ids afterwards, so every backend sees the same ids.
 
 Logprobs are the model's own (temperature 1, no top-p), for both ``generate`` and ``score``: what a
-trainer's importance ratio and a teacher's score need. Seeds are per sample: sample ``j`` of prompt
+teacher's score and a trainer that trains the untempered model need. ``SamplingParams(logprobs="sampled")``
+asks ``generate`` for the log-prob of each token under the distribution it was drawn from (logits /
+temperature, then the top-p nucleus renormalized): what the importance ratio of a trainer that trains the
+tempered policy needs (GRPO at temperature T, as TRL and veRL do). Greedy decoding gives the model's own. Seeds are per sample: sample ``j`` of prompt
 ``i`` in a call with ``seed=s`` draws from ``sample_seed(s, keys[i] or i, j)``, so results do not
 depend on how the engine batches. (Same seed, same backend, same weights → same samples; different
 backends sample from different RNGs, so only greedy decoding is expected to agree across them.)
@@ -44,6 +47,7 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: str = "model"    # "model": the model's own (T = 1); "sampled": under the sampling distribution
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 1:
@@ -61,10 +65,18 @@ class SamplingParams:
             raise EvalgymError(f"sampling.stop must be non-empty strings, got {self.stop!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise EvalgymError(f"sampling.seed must be an integer or None, got {self.seed!r}")
+        if self.logprobs not in ("model", "sampled"):
+            raise EvalgymError(f"sampling.logprobs must be 'model' or 'sampled', got {self.logprobs!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def tempered_logprobs(self) -> bool:
+        """Whether ``generate`` must return log-probs that differ from the model's own: ``sampled`` asked and
+        the sampling distribution is not the model's (temperature not 0 or 1, or top-p below 1)."""
+        return self.logprobs == "sampled" and not self.greedy and (self.temperature != 1.0 or self.top_p < 1.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SamplingParams:
@@ -227,3 +239,14 @@ def load_state_dict_from(path: str) -> dict[str, Any]:
         if json.loads(config.read_text()).get("tie_word_embeddings"):
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state
+
+
+def check_engine_logprobs(name: str, engine: str, sampling: SamplingParams, how: str) -> None:
+    """For engines whose log-prob kind is fixed when they start (vLLM's ``logprobs_mode``): refuse a request
+    whose ``sampling.logprobs`` differs from the engine's ``engine`` kind where the two differ (not greedy,
+    temperature != 1 or top-p < 1). ``how``: how to start the engine with the other kind."""
+    differ = not sampling.greedy and (sampling.temperature != 1.0 or sampling.top_p < 1.0)
+    if differ and sampling.logprobs != engine:
+        raise EvalgymError(f"{name}: sampling.logprobs {sampling.logprobs!r} at temperature {sampling.temperature}, "
+                           f"top_p {sampling.top_p}, but this engine returns {engine!r} log-probs (fixed when it "
+                           f"starts): {how}")

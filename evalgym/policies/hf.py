@@ -154,9 +154,12 @@ class HFPolicy:
             logits, mask, pos = logits[rows], mask[rows], pos[rows]
         last_pos = pos[:, -1]
         for _step in range(sp.max_tokens):
-            logprobs = torch.log_softmax(logits, dim=-1)
-            chosen = self._choose(logits, sp, [gens[r] for r in active])
-            chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
+            chosen, probs = self._choose(logits, sp, [gens[r] for r in active])
+            if sp.tempered_logprobs:   # under the distribution the token was drawn from: tempered, nucleus renormalized
+                lp = torch.log_softmax(logits / sp.temperature, dim=-1).gather(1, chosen[:, None])[:, 0].cpu()
+                chosen_lp = (lp - probs.sum(-1).log() if sp.top_p < 1.0 else lp).tolist()
+            else:
+                chosen_lp = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
             keep = []
             for k, (r, t) in enumerate(zip(active, chosen.tolist())):
                 tokens[r].append(t)
@@ -192,9 +195,12 @@ class HFPolicy:
         return completions
 
     @staticmethod
-    def _choose(logits: torch.Tensor, sp: SamplingParams, gens: list[torch.Generator | None]) -> torch.Tensor:
+    def _choose(logits: torch.Tensor, sp: SamplingParams,
+                gens: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next token of each row, and the (unnormalized) distribution it was drawn from, on the CPU (None
+        when greedy): softmax(logits / T), zero outside the top-p nucleus."""
         if sp.greedy:
-            return logits.argmax(dim=-1)
+            return logits.argmax(dim=-1), None
         probs = torch.softmax(logits / sp.temperature, dim=-1)
         if sp.top_p < 1.0:
             sorted_p, sorted_i = probs.sort(dim=-1, descending=True)
@@ -204,10 +210,10 @@ class HFPolicy:
             probs = torch.zeros_like(probs).scatter_(-1, sorted_i, sorted_p)
         probs = probs.cpu()
         if all(g is None for g in gens):
-            return torch.multinomial(probs, 1)[:, 0].to(logits.device)
+            return torch.multinomial(probs, 1)[:, 0].to(logits.device), probs
         picks = [torch.multinomial(probs[k], 1, generator=g)[0] if g is not None else torch.multinomial(probs[k], 1)[0]
                  for k, g in enumerate(gens)]
-        return torch.stack(picks).to(logits.device)
+        return torch.stack(picks).to(logits.device), probs
 
     # -- score ------------------------------------------------------------------------------------
 

@@ -16,6 +16,10 @@ started with ``VLLM_SERVER_DEV_MODE=1`` (its ``/collective_rpc`` endpoint calls 
 (``shared_dir``: same machine or a shared disk) and reloaded in place, then the prefix cache is
 reset; other servers cannot take new weights, and say so.
 
+Log-probs: the server decides their kind (vLLM: ``--logprobs-mode``); ``logprobs="sampled"`` declares a
+server started with ``processed_logprobs`` (see the vLLM backend). A request that asks for the other kind at
+a temperature where they differ is an error.
+
 Requests run concurrently (``max_concurrency`` at a time) on a thread pool.
 """
 
@@ -33,6 +37,7 @@ from evalgym.policies.base import (
     PolicyStats,
     Prompt,
     SamplingParams,
+    check_engine_logprobs,
     apply_stop_strings,
     chat_dicts,
     check_keys,
@@ -49,11 +54,14 @@ class OpenAIPolicy:
 
     def __init__(self, model: str, *, base_url: str, api_key: str | None = None, served_model: str | None = None,
                  mode: str | None = None, max_concurrency: int = 16, timeout_s: float = 600.0,
-                 shared_dir: str | None = None, tokenizer: Any = None):
+                 shared_dir: str | None = None, tokenizer: Any = None, logprobs: str = "model"):
         import requests
 
         if mode not in (None, "completions", "chat"):
             raise EvalgymError(f"openai: mode must be 'completions' or 'chat', got {mode!r}")
+        if logprobs not in ("model", "sampled"):
+            raise EvalgymError(f"openai: logprobs must be 'model' or 'sampled', got {logprobs!r}")
+        self.logprobs = logprobs   # what the server returns; a vLLM server: --logprobs-mode raw_/processed_logprobs
         self.name = str(model)
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
@@ -121,6 +129,10 @@ class OpenAIPolicy:
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams = SamplingParams(),
                  *, keys: Sequence[int] | None = None) -> list[list[Completion]]:
         t0 = time.perf_counter()
+        check_engine_logprobs(f"openai {self.name}", self.logprobs, sampling,
+                              "start the vLLM server with --logprobs-mode "
+                              f"{'processed_logprobs' if sampling.logprobs == 'sampled' else 'raw_logprobs'} "
+                              f"and give OpenAIPolicy(..., logprobs={sampling.logprobs!r})")
         keys = check_keys(keys, len(prompts))
         jobs = [(i, j, p, sample_seed(sampling.seed, keys[i], j)) for i, p in enumerate(prompts) for j in range(sampling.n)]
         results = self._map(lambda job: self._one(job[2], sampling, job[3]), jobs)

@@ -19,6 +19,12 @@ LoRA: a LoRA checkpoint (``adapter_config.json``) is served as its base with vLL
 ``load_adapter(folder)`` switches to a new adapter without touching the base weights (what a LoRA
 trainer pushes each step: megabytes, not the model). ``enable_lora=True`` starts a plain model ready
 for adapters.
+
+Log-probs of ``generate``: vLLM fixes them per engine (``logprobs_mode``), not per request. The default
+engine returns the model's own (``raw_logprobs``); ``VLLMPolicy(..., logprobs="sampled")`` starts it with
+``processed_logprobs`` (after temperature and top-p: the distribution each token was drawn from). A request
+whose ``SamplingParams.logprobs`` the engine cannot give at its temperature is an error, never a silent
+mix. Prompt log-probs (``score``) are the model's own either way.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from evalgym.policies.base import (
     PolicyStats,
     Prompt,
     SamplingParams,
+    check_engine_logprobs,
     check_keys,
     encode,
     load_state_dict_from,
@@ -80,7 +87,8 @@ class VLLMPolicy:
     def __init__(self, model: str, *, dtype: str | None = None, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.5, kv_cache_gb: int = 1, seed: int = 0,
                  enforce_eager: bool = True, device: str | None = None, max_num_batched_tokens: int | None = None,
-                 enable_lora: bool = False, max_lora_rank: int | None = None, **engine_kwargs: Any):
+                 enable_lora: bool = False, max_lora_rank: int | None = None, logprobs: str = "model",
+                 **engine_kwargs: Any):
         try:
             import vllm
         except ImportError as e:
@@ -110,6 +118,10 @@ class VLLMPolicy:
         if adapter or enable_lora:
             rank = max(max_lora_rank or 0, adapter_rank(adapter) if adapter else 0) or 16
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank_bucket(rank))
+        if logprobs not in ("model", "sampled"):
+            raise EvalgymError(f"vllm: logprobs must be 'model' or 'sampled', got {logprobs!r}")
+        self.logprobs = logprobs
+        kwargs["logprobs_mode"] = "processed_logprobs" if logprobs == "sampled" else "raw_logprobs"
         kwargs.update(engine_kwargs)
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -138,6 +150,8 @@ class VLLMPolicy:
         from vllm.inputs import TokensPrompt
 
         t0 = time.perf_counter()
+        check_engine_logprobs(f"vllm {self.name}", self.logprobs, sampling,
+                              f"start it with VLLMPolicy(..., logprobs={sampling.logprobs!r})")
         encoded = [encode(self.tokenizer, p) for p in prompts]
         keys = check_keys(keys, len(prompts))
         for ids in encoded:

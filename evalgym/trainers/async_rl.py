@@ -56,7 +56,8 @@ ADAPTER_DIRS_KEPT = 3
 class EngineActor:
     """A rollout engine in its own process (a Ray actor): a policy plus the version of its weights."""
 
-    def __init__(self, backend: str, model: str, lora: dict[str, Any] | None, threads: int | None):
+    def __init__(self, backend: str, model: str, lora: dict[str, Any] | None, threads: int | None,
+                 logprobs: str = "model"):
         cpus = os.environ.get("EVALGYM_ENGINE_CPUS")
         if cpus:
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
@@ -66,7 +67,8 @@ class EngineActor:
 
         self.backend, self.version, self.peft = backend, -1, None
         if backend == "vllm":
-            self.policy = make_policy("vllm", model, enable_lora=bool(lora), max_lora_rank=(lora or {}).get("r"))
+            self.policy = make_policy("vllm", model, enable_lora=bool(lora), max_lora_rank=(lora or {}).get("r"),
+                                      logprobs=logprobs)
         else:
             self.policy = make_policy("hf", model, dtype="float32")
             if lora:   # the same adapter layout as the trainer's: pushes carry only the adapter tensors
@@ -115,7 +117,10 @@ class RayEngines:
         actor = ray.remote(EngineActor).options(num_cpus=0)
         lora = cfg.lora.model_dump() if cfg.lora else None
         model = resolve_model(cfg.model)   # an adapter checkpoint: the merged model the trainer starts from
-        self.actors = [actor.remote(cfg.backend, model, lora, threads) for _ in range(cfg.engines)]
+        from evalgym.trainers.rl import sampling_of
+
+        logprobs = sampling_of(cfg).logprobs
+        self.actors = [actor.remote(cfg.backend, model, lora, threads, logprobs) for _ in range(cfg.engines)]
         ray.get([a.ready.remote() for a in self.actors])   # model-loading errors surface here
         self.kind = ("adapter_dir" if cfg.backend == "vllm" else "adapter") if cfg.lora else "full"
         self._next = 0
@@ -146,14 +151,18 @@ class RayEngines:
 class ServerEngine:
     """An OpenAI-compatible server as the engine (``engine_url``); its weights are replaced through the
     policy's ``load_weights`` (a vLLM server started with ``VLLM_SERVER_DEV_MODE=1``); a LoRA run pushes its
-    merged weights (the server takes no adapter from here)."""
+    merged weights (the server takes no adapter from here). Its log-probs are taken to be of the kind the run
+    trains (``tempered_logprobs``: start vLLM with ``--logprobs-mode processed_logprobs``, else the default
+    ``raw_logprobs``); they differ only when the sampling temperature is not 1 (or top-p < 1)."""
 
     kind = "full"
 
     def __init__(self, cfg: Any):
         from evalgym.policies.openai import OpenAIPolicy
 
-        self.policy = OpenAIPolicy(cfg.model, base_url=cfg.engine_url)
+        from evalgym.trainers.rl import sampling_of
+
+        self.policy = OpenAIPolicy(cfg.model, base_url=cfg.engine_url, logprobs=sampling_of(cfg).logprobs)
         self.version = -1
 
     def push(self, payload: Any, version: int) -> float:

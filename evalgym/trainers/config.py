@@ -128,6 +128,11 @@ class RLConfig(TrainConfig):
     group_size: int = Field(8, ge=1)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    # The policy the loss trains: true, the one the rollouts were sampled from, log-probs of logits /
+    # temperature for the ratio, the KL and the gradient (as TRL and veRL); the engine then records its
+    # log-probs under the sampling distribution. false: the untempered model's (T = 1) whatever the sampling
+    # temperature (distillation's default: the teacher's log-probs are the untempered teacher's).
+    tempered_logprobs: bool = True
     max_tokens: int = Field(64, ge=1)
     backend: Literal["hf", "vllm"] = "hf"   # the sampling engine
     # Updates per rollout batch: the batch is split into `minibatches` (whole groups each), one optimizer

@@ -53,6 +53,7 @@ class DistillConfig(RLConfig):
     mode: Literal["on_policy", "off_policy"] = "on_policy"
     alpha: float = Field(0.0, ge=0)     # weight of the outcome advantage mixed into the per-token one
     ratio_band: tuple[float, float] | None = (0.5, 2.0)
+    tempered_logprobs: bool = False   # the student's untempered log-probs against the untempered teacher's
     # 0: the per-token advantage is the sampled term log π_t(y_t) − log π_s(y_t); k > 0: at every position the
     # student sampled, the exact reverse KL over the teacher's k likeliest tokens plus one bucket for the rest
     # (k ≥ vocabulary: the full KL), needs an hf or vllm teacher

@@ -19,6 +19,10 @@ reward model's score (``grpo.py`` with ``reward_model``) and rejection sampling 
    correct the sampler/trainer mismatch (``tis_cap``, ``ratio_band``); ``beta`` adds the k3 KL to the
    run's start model. Distillation's per-token advantage adds ``teacher − old``; ``kl_topk`` adds the exact
    top-k reverse KL to the teacher.
+
+Every policy log-prob (new, old, reference, the sampler's) is at ``policy_temperature(cfg)``: the sampling
+temperature when ``tempered_logprobs`` (GRPO's default: the loss trains the policy the samples came from),
+else 1 (distillation's default).
 """
 
 from __future__ import annotations
@@ -170,7 +174,7 @@ class StudentSampler:
             from evalgym.policies.vllm import VLLMPolicy
             lora = self.cfg.lora
             self.engine = VLLMPolicy(resolve_model(self.cfg.model), max_model_len=2048, enable_lora=lora is not None,
-                                     max_lora_rank=lora.r if lora else None)
+                                     max_lora_rank=lora.r if lora else None, logprobs=sampling_of(self.cfg).logprobs)
         t0 = time.perf_counter()
         if trainer.peft is not None:   # LoRA: the adapter (megabytes) as a LoRARequest; the base stays loaded
             from evalgym.trainers.lora import save_engine_adapter
@@ -205,8 +209,17 @@ class StudentSampler:
             shutil.rmtree(self.adapters, ignore_errors=True)
 
 
+def policy_temperature(cfg: RLConfig) -> float:
+    """The temperature of the policy the loss trains: the sampling temperature with ``tempered_logprobs``
+    (greedy sampling: 1), else 1."""
+    return cfg.temperature if cfg.tempered_logprobs and cfg.temperature > 0 else 1.0
+
+
 def sampling_of(cfg: RLConfig) -> SamplingParams:
-    return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    """The rollouts' sampling; the engine records each token's log-prob under the distribution the trainer
+    trains (``tempered_logprobs``: the sampling distribution; else the model's own)."""
+    return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                          logprobs="sampled" if cfg.tempered_logprobs else "model")
 
 
 # -- the update ------------------------------------------------------------------------------------------
@@ -224,9 +237,9 @@ class Slice:
     scale: float = 1.0                 # 0: a stand-in forward that keeps this process in step with the others
 
 
-def _forward(scorer: Any, b: TrainBatch, dev: torch.device, topk: bool) -> Any:
+def _forward(scorer: Any, b: TrainBatch, dev: torch.device, topk: bool, temperature: float) -> Any:
     return scorer(b.tokens_BL.to(dev), b.attention_BL.to(dev), b.loss_mask_BT.to(dev), share_prompts=True,
-                  topk_ids_BTK=b.teacher_top_ids_BTK.to(dev) if topk else None)
+                  topk_ids_BTK=b.teacher_top_ids_BTK.to(dev) if topk else None, temperature=temperature)
 
 
 def _dummy(pad_id: int, like: TrainBatch | None) -> TrainBatch:
@@ -252,9 +265,9 @@ def _max_over_processes(trainer: Trainer, n: int) -> int:
 
 @torch.no_grad()
 def logprobs_of(trainer: Trainer, scorer: Any, batch: TrainBatch | None, rows_per_pass: int = 64,
-                collective: bool = True) -> torch.Tensor | None:
-    """``[B, T]`` log-probs of the batch's sampled tokens under ``scorer`` (no gradient), in row chunks; with
-    ``collective`` every process runs as many passes as the busiest one."""
+                collective: bool = True, temperature: float = 1.0) -> torch.Tensor | None:
+    """``[B, T]`` log-probs of the batch's sampled tokens under ``scorer`` at ``temperature`` (no gradient), in
+    row chunks; with ``collective`` every process runs as many passes as the busiest one."""
     size = batch.size if batch is not None else 0
     chunks = [torch.arange(lo, min(lo + rows_per_pass, size)) for lo in range(0, size, rows_per_pass)]
     passes = _max_over_processes(trainer, len(chunks)) if collective else len(chunks)
@@ -262,7 +275,7 @@ def logprobs_of(trainer: Trainer, scorer: Any, batch: TrainBatch | None, rows_pe
     for k in range(passes):
         sub = batch.select(chunks[k]) if k < len(chunks) else _dummy(trainer.tokenizer.pad_token_id, batch)
         with trainer.autocast():
-            out = _forward(scorer, sub, trainer.device, topk=False).float().cpu()
+            out = _forward(scorer, sub, trainer.device, topk=False, temperature=temperature).float().cpu()
         if k < len(chunks):
             full = torch.zeros((sub.size, batch.loss_mask_BT.shape[1]))
             full[:, :out.shape[1]] = out
@@ -284,6 +297,7 @@ def tis_cap_of(cfg: RLConfig) -> float | None:
 
 def make_loss(cfg: RLConfig, topk: bool) -> Callable[[Any, Slice], tuple[torch.Tensor, dict[str, float]]]:
     cap = tis_cap_of(cfg)
+    temperature = policy_temperature(cfg)
 
     def loss_fn(module: Any, s: Slice) -> tuple[torch.Tensor, dict[str, float]]:
         loss, metrics = _loss(module, s)
@@ -292,7 +306,7 @@ def make_loss(cfg: RLConfig, topk: bool) -> Callable[[Any, Slice], tuple[torch.T
     def _loss(module: Any, s: Slice) -> tuple[torch.Tensor, dict[str, float]]:
         b = s.batch
         dev = next(module.parameters()).device
-        out = _forward(module, b, dev, topk)
+        out = _forward(module, b, dev, topk, temperature)
         new, top, rest = out if topk else (out, None, None)
         mask = b.loss_mask_BT.to(dev)
         old = s.old_BT.to(dev) if s.old_BT is not None else new.detach()
@@ -343,10 +357,11 @@ def update_on_batch(trainer: Trainer, cfg: RLConfig, batch: TrainBatch | None, r
     process whose share is empty contributes a zero loss; an update with no token anywhere is skipped)."""
     topk = batch is not None and batch.teacher_top_ids_BTK is not None
     loss_fn = make_loss(cfg, topk)
-    old = logprobs_of(trainer, trainer.module, batch) if cfg.updates_per_step > 1 else None
+    temperature = policy_temperature(cfg)
+    old = logprobs_of(trainer, trainer.module, batch, temperature=temperature) if cfg.updates_per_step > 1 else None
     # a LoRA run's reference is the sharded module itself under FSDP: its forwards are collectives
     shared_ref = trainer.sharded and trainer.peft is not None
-    ref_lp = (logprobs_of(trainer, ref, batch, collective=shared_ref)
+    ref_lp = (logprobs_of(trainer, ref, batch, collective=shared_ref, temperature=temperature)
               if ref is not None and (batch is not None or shared_ref) else None)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step) if cfg.minibatches > 1 else None
     pad = trainer.tokenizer.pad_token_id
