@@ -17,7 +17,8 @@ Logprobs are the model's own (temperature 1, no top-p), for both ``generate`` an
 teacher's score and a trainer that trains the untempered model need. ``SamplingParams(logprobs="sampled")``
 asks ``generate`` for the log-prob of each token under the distribution it was drawn from (logits /
 temperature, then the top-p nucleus renormalized): what the importance ratio of a trainer that trains the
-tempered policy needs (GRPO at temperature T, as TRL and veRL do). Greedy decoding gives the model's own. Seeds are per sample: sample ``j`` of prompt
+tempered policy needs (GRPO at temperature T, as TRL and veRL do). Greedy decoding gives the model's own.
+Seeds are per sample: sample ``j`` of prompt
 ``i`` in a call with ``seed=s`` draws from ``sample_seed(s, keys[i] or i, j)``, so results do not
 depend on how the engine batches. (Same seed, same backend, same weights → same samples; different
 backends sample from different RNGs, so only greedy decoding is expected to agree across them.)
@@ -73,10 +74,15 @@ class SamplingParams:
         return self.temperature == 0
 
     @property
+    def reshapes(self) -> bool:
+        """Whether tokens are drawn from another distribution than the model's own: temperature not 0 or 1,
+        or top-p below 1 (then ``model`` and ``sampled`` log-probs differ)."""
+        return not self.greedy and (self.temperature != 1.0 or self.top_p < 1.0)
+
+    @property
     def tempered_logprobs(self) -> bool:
-        """Whether ``generate`` must return log-probs that differ from the model's own: ``sampled`` asked and
-        the sampling distribution is not the model's (temperature not 0 or 1, or top-p below 1)."""
-        return self.logprobs == "sampled" and not self.greedy and (self.temperature != 1.0 or self.top_p < 1.0)
+        """Whether ``generate`` must return log-probs other than the model's own."""
+        return self.logprobs == "sampled" and self.reshapes
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SamplingParams:
@@ -245,8 +251,7 @@ def check_engine_logprobs(name: str, engine: str, sampling: SamplingParams, how:
     """For engines whose log-prob kind is fixed when they start (vLLM's ``logprobs_mode``): refuse a request
     whose ``sampling.logprobs`` differs from the engine's ``engine`` kind where the two differ (not greedy,
     temperature != 1 or top-p < 1). ``how``: how to start the engine with the other kind."""
-    differ = not sampling.greedy and (sampling.temperature != 1.0 or sampling.top_p < 1.0)
-    if differ and sampling.logprobs != engine:
+    if sampling.reshapes and sampling.logprobs != engine:
         raise EvalgymError(f"{name}: sampling.logprobs {sampling.logprobs!r} at temperature {sampling.temperature}, "
                            f"top_p {sampling.top_p}, but this engine returns {engine!r} log-probs (fixed when it "
                            f"starts): {how}")
