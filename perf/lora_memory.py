@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from perf.memwatch import PeakRSS  # noqa: E402
+from perf.memwatch import LiveTensors, PeakRSS  # noqa: E402
 
 
 def one(a: argparse.Namespace) -> None:
@@ -41,10 +41,12 @@ def one(a: argparse.Namespace) -> None:
     cfg = GRPOConfig(model=model, run_dir=str(Path(a.work) / a.setting), lr=1e-5, beta=0.05,
                      gradient_checkpointing=ckpt == "ckpt", lora={"r": 16, "alpha": 32} if lora == "lora" else None,
                      prompts_per_step=a.rows // 8, group_size=8)
-    with PeakRSS(0.02) as mem:
+    with PeakRSS(0.02) as mem, LiveTensors() as live:
         t0 = time.perf_counter()
         trainer = Trainer(cfg, name="grpo", progress=False, updates_per_step=1)
         ref = trainer.reference()
+        live.add(trainer.module, ref)
+        static = live.now_mb
         g = torch.Generator().manual_seed(0)
         half = a.length // 2
         rows = []
@@ -55,12 +57,16 @@ def one(a: argparse.Namespace) -> None:
                                (0.0,) * half + (-1.0,) * len(comp), True)
             rows.append(Row(ep, advantage=float(torch.randn(1, generator=g)), group=i // 8))
         batch = train_batch(rows, trainer.tokenizer.pad_token_id)
+        phases = {"static": static}
         for u in range(a.updates):
+            live.peak = live.now
             update_on_batch(trainer, cfg, batch, ref, u)
+            phases[f"update{u + 1}_peak"] = live.peak_mb
         wall = time.perf_counter() - t0
     trainable = sum(p.numel() for p in trainer.module.parameters() if p.requires_grad)
     (Path(a.work) / f"{a.setting}.json").write_text(json.dumps({
         "setting": a.setting, "peak_rss_mb": mem.peak, "rss_before_mb": mem.before, "rise_mb": mem.peak - mem.before,
+        "live_peak_mb": max(phases.values()), "live_mb": phases,
         "trainable_params": trainable, "s_per_update": wall / a.updates}))
 
 
@@ -88,18 +94,24 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, *sys.argv[1:], "--setting", s], check=True)
         res[s] = json.loads((Path(a.work) / f"{s}.json").read_text())
     load.append(os.getloadavg())
-    doc = {"config": vars(a), "settings": res, "loadavg": load, "wall_s": time.perf_counter() - t0,
+    doc = {"config": vars(a) | {"MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_")}, "settings": res,
+           "loadavg": load, "wall_s": time.perf_counter() - t0,
            "ratios": {c: {"peak": res[f"lora-{c}"]["peak_rss_mb"] / res[f"full-{c}"]["peak_rss_mb"],
-                          "rise": res[f"lora-{c}"]["rise_mb"] / res[f"full-{c}"]["rise_mb"]} for c in ("nockpt", "ckpt")}}
+                          "rise": res[f"lora-{c}"]["rise_mb"] / res[f"full-{c}"]["rise_mb"],
+                          "live": res[f"lora-{c}"]["live_peak_mb"] / res[f"full-{c}"]["live_peak_mb"]} for c in ("nockpt", "ckpt")}}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     md = [f"# Peak memory of GRPO updates on {a.model}: LoRA vs full", "",
           f"{a.updates} updates on {a.rows} x {a.length} tokens, float32 + AdamW, KL to the start model (beta 0.05), "
-          f"{a.threads} threads; loadavg {load[0][0]:.1f} -> {load[-1][0]:.1f}, wall {doc['wall_s'] / 60:.1f} min.", "",
-          "| setting | trainable params | peak RSS MB | added by training MB | s/update |", "|---|---|---|---|---|"]
-    md += [f"| {k} | {v['trainable_params']:,} | {v['peak_rss_mb']:.0f} | {v['rise_mb']:.0f} | {v['s_per_update']:.1f} |"
-           for k, v in res.items()]
-    md += ["", "LoRA / full: " + "; ".join(f"{c}: peak {r['peak']:.2f}x, added {r['rise']:.2f}x"
+          f"{a.threads} threads; loadavg {load[0][0]:.1f} -> {load[-1][0]:.1f}, wall {doc['wall_s'] / 60:.1f} min; "
+          f"MALLOC_MMAP_THRESHOLD_ {os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset (glibc adjusts it upward as blocks are freed)')}.", "",
+          "| setting | trainable params | peak RSS MB | added by training MB | live tensors: static MB | live tensors: peak MB "
+          "| s/update |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {k} | {v['trainable_params']:,} | {v['peak_rss_mb']:.0f} | {v['rise_mb']:.0f} | {v['live_mb']['static']:.0f} "
+           f"| {v['live_peak_mb']:.0f} | {v['s_per_update']:.1f} |" for k, v in res.items()]
+    md += ["", "Live tensors: the exact bytes of tensor storages alive (perf/memwatch.py LiveTensors); static = the "
+           "trainer and its KL reference built, before any update; peak RSS also counts what the allocator keeps.",
+           "", "LoRA / full: " + "; ".join(f"{c}: peak RSS {r['peak']:.2f}x, added {r['rise']:.2f}x, live tensors {r['live']:.2f}x"
                                           for c, r in doc["ratios"].items()), ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
