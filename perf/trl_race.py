@@ -24,7 +24,7 @@ next seed), so drift in machine load falls on both.
     python perf/trl_race.py                      # make bench-trl: ~10 min on 2 cores, + the SFT once
     python perf/trl_race.py --model smollm2-135m --steps 12 --prompts 4 --group 8 --max-tokens 64 --lr 1e-6 \
         --held-out 128 --trl-defaults-steps 0 --out perf/results/trl_race_smollm2
-    python perf/trl_race.py --steps 5 --held-out 64 --repeats 1 --trl-defaults-steps 0   # a quick look
+    python perf/trl_race.py --steps 5 --repeats 1 --trl-defaults-steps 0   # a quick look
     python perf/trl_race.py --threads 2 --steps 12 --trl-defaults-steps 0 --out perf/results/trl_race_2threads
 
 A last run of TRL with its own defaults (bf16 autocast, gradient checkpointing; the race runs both
@@ -52,6 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ENV = "arithmetic"
 TASKS = {"tiny": {"digits": 1, "ops": "+-"},            # 159 train / 41 eval problems
          "smollm2-135m": {"digits": 2, "ops": "+"}}     # 8132 train / 1868 eval; SmolLM2 starts at ~0.18
+HELD_OUT = {"tiny": 41, "smollm2-135m": 100}            # default --held-out: tiny's whole eval split
 ENV_KWARGS = dict(TASKS["tiny"])                        # set from --model in main()
 
 # What could not be matched exactly, said once in both result files.
@@ -304,7 +305,9 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="repeat r runs the other order first, seed + r")
-    ap.add_argument("--held-out", type=int, default=256)
+    ap.add_argument("--held-out", type=int, default=None,
+                    help="eval-split problems scored before and after (default: tiny 41, its whole eval split; "
+                         "smollm2-135m 100)")
     ap.add_argument("--trl-defaults-steps", type=int, default=8,
                     help="then TRL with its own bf16 / gradient-checkpointing defaults for this many steps (0: skip)")
     ap.add_argument("--sft-steps", type=int, default=600)
@@ -322,6 +325,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ENV_KWARGS.clear()
     ENV_KWARGS.update(TASKS[a.model])
+    if a.held_out is None:
+        a.held_out = HELD_OUT[a.model]
     if a.one:
         print(json.dumps(one_run(a)))
         return
