@@ -35,6 +35,11 @@ OVERRIDES = [
     "stages.student.prompts_per_step=4", "stages.student.group_size=2", "stages.student.max_tokens=256",
     "stages.student.kl_topk=32",
     "eval.max_tokens=256",
+    # a GRPO/distillation batch of 16 multi-turn episodes (~1.5k tokens each) in one forward keeps ~35 GB of
+    # activations on SmolLM2 (the first run was OOM-killed at 22 GB in expert-code): micro-batches and
+    # recomputed activations (python-math's short episodes fit without)
+    "stages.expert-code.grad_accum=4", "stages.student.grad_accum=4",
+    "stages.expert-code.gradient_checkpointing=true", "stages.student.gradient_checkpointing=true",
 ]
 
 

@@ -53,7 +53,7 @@ from evalgym.errors import EvalgymError
 from evalgym.recipes.spec import DATA_STAGES, PlannedStage, Recipe, plan, resolved, stage_refs, trainer_table
 # config fields that may change between runs of one stage folder (a longer run resumes the shorter one): the
 # trainers' own list, so a stage folder and its checkpoints agree on what a resume may change
-from evalgym.trainers.config import RESUMABLE_FIELDS
+from evalgym.trainers.config import RESUMABLE_FIELDS, with_new_defaults
 
 
 def _log(msg: str) -> None:
@@ -74,7 +74,7 @@ def stage_state(stage: PlannedStage) -> str:
 
     saved = stage.run_dir / "stage.yaml"
     if saved.exists():
-        before = yaml.safe_load(saved.read_text()) or {}
+        before = with_new_defaults(type(stage.config), yaml.safe_load(saved.read_text()) or {})
         now = stage.config.model_dump(mode="json")
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                    if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k)]

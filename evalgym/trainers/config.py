@@ -14,17 +14,27 @@ runner both use.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 from evalgym.errors import EvalgymError
 
 RESUMABLE_FIELDS = frozenset({"steps", "save_every", "keep_last", "log_every", "run_dir", "report_to"})
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
+
+
+def with_new_defaults(cls: type[BaseModel], saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved (as JSON-shaped values) before some of ``cls``'s fields existed, with those fields at
+    their defaults: a run written by an older evalgym compares equal to the same config today."""
+    missing = {k: f.default for k, f in cls.model_fields.items()
+               if k not in saved and f.default is not PydanticUndefined}
+    return {**json.loads(json.dumps(missing, default=str)), **saved}
 
 
 class LoRAConfig(BaseModel):

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic_core import PydanticUndefined
 
 from evalgym.errors import EvalgymError
 from evalgym.trainers.checkpoint import (latest_checkpoint, load_trainer_state, read_trained, rng_state,
                                          save_checkpoint, set_rng_state)
-from evalgym.trainers.config import RESUMABLE_FIELDS, TrainConfig
+from evalgym.trainers.config import RESUMABLE_FIELDS, TrainConfig, with_new_defaults
 
 SUMMED_METRICS = frozenset({"tokens", "samples", "grader_errors"})   # added over processes; others averaged
 
@@ -47,10 +46,7 @@ def check_resume_config(cfg: TrainConfig, checkpoint: Path) -> None:
     if not isinstance(saved, dict):
         return
     now = json.loads(json.dumps(cfg.model_dump(), default=str))
-    # a field added since the checkpoint was written reads as its default there (an older run still resumes)
-    defaults = json.loads(json.dumps({k: f.default for k, f in type(cfg).model_fields.items()
-                                      if k not in saved and f.default is not PydanticUndefined}, default=str))
-    saved = {**defaults, **saved}
+    saved = with_new_defaults(type(cfg), saved)   # a field added since reads as its default (an older run resumes)
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k))
     if diff:
         shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff)

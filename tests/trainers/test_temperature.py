@@ -105,3 +105,28 @@ def test_grpo_trains_the_tempered_policy(tmp_path):
     one_on, _ = _run(tmp_path, "one_on", temperature=1.0)
     one_off, _ = _run(tmp_path, "one_off", temperature=1.0, tempered_logprobs=False)
     assert all(torch.equal(one_on[k], one_off[k]) for k in one_on)
+
+
+def test_a_stage_written_before_the_field_existed_still_matches(tmp_path):
+    """A recipe stage folder (or checkpoint) whose saved config predates ``tempered_logprobs`` reads it as its
+    default: an older run resumes or is skipped as done; a real difference is still refused."""
+    import yaml
+
+    from evalgym.recipes.runner import stage_state
+    from evalgym.recipes.spec import load_recipe, plan
+    from evalgym.trainers.config import with_new_defaults
+
+    cfg = GRPOConfig(temperature=0.7).model_dump(mode="json")
+    old = {k: v for k, v in cfg.items() if k != "tempered_logprobs"}
+    assert with_new_defaults(GRPOConfig, old) == cfg
+    stage = next(s for s in plan(load_recipe("mopd-2026", ["model=tiny"]), tmp_path)
+                 if "tempered_logprobs" in type(s.config).model_fields)   # the distillation student
+    stage.run_dir.mkdir(parents=True)
+    saved = stage.config.model_dump(mode="json")
+    saved.pop("tempered_logprobs")
+    (stage.run_dir / "stage.yaml").write_text(yaml.safe_dump(saved))
+    assert stage_state(stage) == "new"
+    saved["lr"] = 1.0
+    (stage.run_dir / "stage.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(EvalgymError, match="another config"):
+        stage_state(stage)
