@@ -50,11 +50,12 @@ class LiveTensors:
         self.now = self.peak = 0
         self._live: dict[int, int] = {}
         self._mode: Any = None
-
-    def _count(self, t: Any) -> None:
         import torch
 
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        self._tensor = torch.Tensor
+
+    def _count(self, t: Any) -> None:
+        if not isinstance(t, self._tensor) or t.device.type == "meta":
             return
         st = t.untyped_storage()     # one Python object per storage for its whole life (torch preserves it)
         key = id(st)

@@ -80,7 +80,7 @@ class SamplingParams:
         return not self.greedy and (self.temperature != 1.0 or self.top_p < 1.0)
 
     @property
-    def tempered_logprobs(self) -> bool:
+    def sampled_logprobs(self) -> bool:
         """Whether ``generate`` must return log-probs other than the model's own."""
         return self.logprobs == "sampled" and self.reshapes
 

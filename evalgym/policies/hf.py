@@ -155,7 +155,7 @@ class HFPolicy:
         last_pos = pos[:, -1]
         for _step in range(sp.max_tokens):
             chosen, probs = self._choose(logits, sp, [gens[r] for r in active])
-            if sp.tempered_logprobs:   # under the distribution the token was drawn from: tempered, nucleus renormalized
+            if sp.sampled_logprobs:   # under the distribution the token was drawn from: tempered, nucleus renormalized
                 lp = torch.log_softmax(logits / sp.temperature, dim=-1).gather(1, chosen[:, None])[:, 0].cpu()
                 chosen_lp = (lp - probs.sum(-1).log() if sp.top_p < 1.0 else lp).tolist()
             else:

@@ -256,7 +256,7 @@ def test_vllm_sampled_logprobs_are_the_tempered_models(tiny_path, vllm_policy, h
     """An engine started with ``logprobs="sampled"`` records each sampled token's log-prob under logits / T
     (what GRPO at temperature T trains); prompt log-probs stay the model's own; an engine of the other kind
     refuses the request instead of mixing them."""
-    from evalgym.logprobs import CausalLMScorer
+    from tests.trainers.test_temperature import scored_at
 
     sp = SamplingParams(n=3, temperature=0.6, max_tokens=12, seed=4, logprobs="sampled")
     with pytest.raises(EvalgymError, match=r"VLLMPolicy\(\.\.\., logprobs='sampled'\)"):
@@ -269,13 +269,7 @@ def test_vllm_sampled_logprobs_are_the_tempered_models(tiny_path, vllm_policy, h
             tempered.generate([CHAT], SamplingParams(temperature=0.6, max_tokens=4))
     finally:
         tempered.close()
-    p = encode(hf.tokenizer, CHAT)
     assert max_diff(scored, hf.score(CHAT, out[0].token_ids)) < MAX_DIFF
     for c in out:
-        ids = torch.tensor([list(p) + list(c.token_ids)])
-        mask = torch.zeros((1, ids.shape[1] - 1))
-        mask[0, len(p) - 1:] = 1
-        with torch.no_grad():
-            want = CausalLMScorer(hf.model)(ids, torch.ones_like(ids), mask, temperature=0.6)[0, len(p) - 1:].tolist()
-        assert max_diff(c.logprobs, want) < MAX_DIFF
+        assert max_diff(c.logprobs, scored_at(hf, CHAT, c, 0.6)) < MAX_DIFF
         assert max_diff(c.logprobs, hf.score(CHAT, c.token_ids)) > 1e-2

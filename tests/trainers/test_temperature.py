@@ -23,7 +23,7 @@ from tests.trainers._verifiers import DigitShare
 PROMPTS = [[{"role": "user", "content": "What is 12 + 30?"}], [{"role": "user", "content": "Name a prime."}]]
 
 
-def _scored(hf, prompt, comp, temperature):
+def scored_at(hf, prompt, comp, temperature):
     """The trainer's scorer on one completion: its tokens' log-probs at ``temperature``."""
     p = encode(hf.tokenizer, prompt)
     ids = torch.tensor([list(p) + list(comp.token_ids)])
@@ -57,13 +57,13 @@ def test_hf_records_the_sampling_distributions_logprobs(tiny_path):
     for prompt, g_model, g_sampled in zip(PROMPTS, model_lp, sampled_lp):
         for a, b in zip(g_model, g_sampled):
             assert a.token_ids == b.token_ids          # what is drawn does not depend on what is recorded
-            assert max(abs(x - y) for x, y in zip(a.logprobs, _scored(hf, prompt, a, 1.0))) < 1e-4
-            assert max(abs(x - y) for x, y in zip(b.logprobs, _scored(hf, prompt, b, 0.6))) < 1e-4
+            assert max(abs(x - y) for x, y in zip(a.logprobs, scored_at(hf, prompt, a, 1.0))) < 1e-4
+            assert max(abs(x - y) for x, y in zip(b.logprobs, scored_at(hf, prompt, b, 0.6))) < 1e-4
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) > 1e-2
     # top-p: the nucleus renormalized, so each token is at least as likely as under logits / T alone
     nucleus = hf.generate(PROMPTS, SamplingParams(**sp, top_p=0.8, logprobs="sampled"))
     gaps = [x - y for prompt, grp in zip(PROMPTS, nucleus) for c in grp
-            for x, y in zip(c.logprobs, _scored(hf, prompt, c, 0.6))]
+            for x, y in zip(c.logprobs, scored_at(hf, prompt, c, 0.6))]
     assert min(gaps) > -1e-4 and max(gaps) > 1e-3
     with pytest.raises(EvalgymError, match="sampling.logprobs"):
         SamplingParams(logprobs="processed")
