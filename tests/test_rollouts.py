@@ -4,6 +4,7 @@ seeded reproduction, JSONL output, and the Ray backend giving the same trajector
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -143,6 +144,9 @@ def test_ray_backend_gives_the_same_trajectories(tiny_policy, tiny_path):
         assert [s.verdict for t in remote.trajectories for s in t.steps] == \
                [s.verdict for t in local.trajectories for s in t.steps]
         assert remote.trajectories[0].policy == tiny_path
+        # the actors run at the driver's priority (Ray's default niceness 15 starves them beside any busy process)
+        import ray
+        assert ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote()) == os.nice(0)
         # a weight update reaches every engine: remote samples follow the new weights
         original = {k: v.clone() for k, v in tiny_policy.model.state_dict().items()}
         g = torch.Generator().manual_seed(1)

@@ -109,9 +109,10 @@ class RayEngines:
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (
-                         str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)}})
+            from evalgym.rollouts_ray import start_ray
+
+            start_ray(runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (
+                str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)}})
         from evalgym.models import resolve_model
 
         actor = ray.remote(EngineActor).options(num_cpus=0)

@@ -3,7 +3,7 @@
 A grading function is a module-level function ``grade(*args) -> {"reward", "correct", "details"[,
 "error"]}`` that never raises. A reasoning section (``think``: ``("<think>", "</think>")``, a tag name, or
 None) is cut from each response before grading when the class sets ``default_think`` or the caller
-passes ``think=``: the text after its last closing tag is graded; an unclosed one leaves no answer. :class:`PooledVerifier` runs it under a wall-clock budget in a
+passes ``think=``: the text after its last closing tag is graded; an unclosed one leaves no answer. :class:`PooledVerifier` runs it under a time budget in a
 :class:`~evalgym.verifiers.pool.BudgetPool` and turns each outcome into a :class:`Verdict`: a timeout
 or a crashed worker is a Verdict with ``error`` set, never a silent 0.
 

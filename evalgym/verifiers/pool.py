@@ -1,4 +1,4 @@
-"""Run pure grading functions in worker processes, each call under a wall-clock budget.
+"""Run pure grading functions in worker processes, each call under a time budget.
 
 Why processes: a symbolic check can hang on hostile input (``10^{10^{10^{10}}}``, deep nesting) inside
 C-level bignum arithmetic, where no Python-level timeout can interrupt it, and ``signal.alarm`` only
@@ -14,6 +14,13 @@ module in every worker: pools work from a script without an ``if __name__ == "__
 
     pool = BudgetPool(workers=2, preload=("evalgym.verifiers.math",))
     outcomes = pool.map(grade_fn, [(gold, pred), ...], budget_s=1.0)
+
+The budget is wall-clock time less the time the worker spent runnable but waiting for a CPU (Linux's
+``/proc/PID/schedstat``): a check that needs 0.2 s of work gets 0.2 s whether the machine is idle or
+busy with other jobs, so the same completion gets the same verdict under load (a reward that depends on
+the machine's load is noise in training). Sleeping or blocking counts as used time, so a call that hangs
+on I/O ends at the budget as before. A call starved beyond ``WALL_CAP_FACTOR`` x its budget of wall time
+is ended anyway. Where ``schedstat`` is unreadable (not Linux) the budget is plain wall-clock time.
 
 What it does not protect against: a grading function that is itself malicious (it runs with our
 privileges). Model-written programs go through ``evalgym.sandbox`` instead.
@@ -38,6 +45,7 @@ from typing import Any, Callable, Literal, Sequence
 
 Status = Literal["ok", "error", "timeout", "crashed"]
 STARTUP_TIMEOUT_S = 120.0
+WALL_CAP_FACTOR = 20.0  # a call whose worker is starved of CPU still ends after budget x this of wall time
 PID = struct.Struct("!i")  # as in worker.py, which is run as a script (-m), so not imported here
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,6 +58,15 @@ class Outcome:
     value: Any = None
     error: str | None = None
     elapsed_s: float = 0.0
+
+
+def _run_delay_s(pid: int) -> float | None:
+    """Seconds ``pid`` has spent runnable but waiting for a CPU (``/proc/PID/schedstat``), or None."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Server:
@@ -121,6 +138,16 @@ class _Worker:
                                "stderr above")
         self.task: int | None = None
         self.started = 0.0
+        self.delay0: float | None = None  # the worker's run delay when its task was sent
+
+    def begin(self, task: int) -> None:
+        self.task, self.started, self.delay0 = task, time.perf_counter(), _run_delay_s(self.pid)
+
+    def used(self, now: float) -> float:
+        """Seconds of the budget the current task has used: wall time less the worker's waits for a CPU."""
+        wall = now - self.started
+        delay = _run_delay_s(self.pid) if self.delay0 is not None else None
+        return wall if delay is None else max(0.0, wall - (delay - self.delay0))
 
     def kill(self) -> None:
         self.server.kill(self.pid)
@@ -186,7 +213,8 @@ class BudgetPool:
                 self._idle.append(self._spawn())
 
     def map(self, fn: Callable[..., Any], arg_tuples: Sequence[tuple], budget_s: float) -> list[Outcome]:
-        """Call ``fn(*args)`` for each tuple, at most ``budget_s`` seconds each; results in input order."""
+        """Call ``fn(*args)`` for each tuple, at most ``budget_s`` seconds each (not counting waits for a
+        CPU; see the module docstring); results in input order."""
         with self._lock:
             self._forget_if_forked()
             return self._map_locked(fn, list(arg_tuples), budget_s)
@@ -201,7 +229,7 @@ class BudgetPool:
                 while pending and len(busy) < n_workers:
                     w = self._idle.pop() if self._idle else self._spawn()
                     i = pending.pop()
-                    w.task, w.started = i, time.perf_counter()
+                    w.begin(i)
                     try:
                         w.conn.send(_message(fn, tasks[i]))
                     except Exception as exc:  # unpicklable arguments: the caller's error, per item
@@ -213,7 +241,8 @@ class BudgetPool:
                 if not busy:
                     continue
                 now = time.perf_counter()
-                timeout = max(0.0, min(w.started + budget_s for w in busy) - now)
+                cap_s = budget_s * WALL_CAP_FACTOR
+                timeout = max(0.0, min(min(budget_s - w.used(now), w.started + cap_s - now) for w in busy))
                 ready = wait([w.conn for w in busy], timeout=timeout)
                 now = time.perf_counter()
                 for w in list(busy):
@@ -236,9 +265,10 @@ class BudgetPool:
                         w.task = None
                         busy.remove(w)
                         self._idle.append(w)
-                    elif now - w.started >= budget_s:
-                        results[i] = Outcome("timeout", error=f"timeout after {budget_s:g}s",
-                                             elapsed_s=now - w.started)
+                    elif (used := w.used(now)) >= budget_s or now - w.started >= cap_s:
+                        error = (f"timeout after {budget_s:g}s" if used >= budget_s else
+                                 f"timeout: {now - w.started:.3g}s of wall time, starved of CPU (budget {budget_s:g}s)")
+                        results[i] = Outcome("timeout", error=error, elapsed_s=now - w.started)
                         busy.remove(w)
                         w.kill()
                         self.kills += 1

@@ -25,8 +25,9 @@ def ray_local():
     """One local Ray instance for the module (the engines join it; starting Ray is ~10-40 s here)."""
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    from evalgym.rollouts_ray import start_ray
+
+    start_ray(runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield
     ray.shutdown()
 

@@ -53,3 +53,16 @@ def child_pool_pids(queue: Any, key: tuple[str, ...]) -> None:
         queue.put(("ok", [o.value for o in outcomes], [o.status for o in outcomes]))
     except BaseException as exc:  # noqa: BLE001 - the parent reports it
         queue.put(("error", f"{type(exc).__name__}: {exc}", []))
+
+
+def spin_on_cpu(cpu: int, cpu_seconds: float) -> float:
+    """Pin this worker to ``cpu``, burn ``cpu_seconds`` of CPU time, unpin; return the wall time it took."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        while time.process_time() - c0 < cpu_seconds:
+            pass
+        return time.perf_counter() - t0
+    finally:
+        os.sched_setaffinity(0, before)

@@ -1,7 +1,8 @@
 """``evalgym.verifiers.pool.BudgetPool``: budgeted calls in worker processes.
 
 Covers: results come back in input order whatever the completion order; a call that overruns its
-budget is a ``timeout`` outcome within budget + 0.5 s, its worker is really killed (pid gone) and the
+budget is a ``timeout`` outcome within budget + 0.5 s (waits for a CPU not counted: a starved call is
+graded as on an idle machine, a CPU-burning one still cut), its worker is really killed (pid gone) and the
 pool keeps working; a raising call is an ``error`` outcome carrying the exception text; a worker that
 dies (``os._exit``) is a ``crashed`` outcome and the pool recovers; an unpicklable result is an error,
 not a hang. Also that the process-wide ``shared_pool`` is not inherited by a forked child. The helpers
@@ -14,11 +15,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from evalgym.verifiers import pool as pool_module
 from evalgym.verifiers.pool import BudgetPool, shared_pool
 from tests.verifiers import _pool_fns as fns
 
@@ -69,6 +73,41 @@ def test_timeout_within_budget_and_pool_recovers(pool):
     assert pool.kills == kills + 1
     (after,) = pool.map(fns.add, [(2, 3)], budget_s=5.0)
     assert (after.status, after.value) == ("ok", 5)
+
+
+@pytest.fixture
+def crowded_cpu():
+    """Six busy loops pinned to one CPU: a process pinned beside them gets about a seventh of it."""
+    if pool_module._run_delay_s(os.getpid()) is None:
+        pytest.skip("no /proc/PID/schedstat here: the pool's budget is plain wall time")
+    cpu = max(os.sched_getaffinity(0))
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(6)]
+    time.sleep(1.0)  # pinned and spinning
+    yield cpu
+    for h in hogs:
+        h.kill()
+        h.wait()
+
+
+def test_waits_for_a_cpu_do_not_count_against_the_budget(pool, crowded_cpu, monkeypatch):
+    """A check needing 0.15 s of CPU, starved beside six busy loops, takes well over its 0.5 s budget of
+    wall time and is still graded (the same verdict as on an idle machine); a call that burns CPU is still
+    cut at its budget of used time. With the run-delay accounting off (schedstat unread: plain wall
+    time) the same starved check times out: the difference the accounting makes."""
+    (starved,) = pool.map(fns.spin_on_cpu, [(crowded_cpu, 0.15)], budget_s=BUDGET_S)
+    assert starved.status == "ok", starved
+    assert starved.value > BUDGET_S, f"not starved ({starved.value:.2f}s of wall time): the test shows nothing"
+
+    kills = pool.kills
+    (hostile,) = pool.map(fns.spin_on_cpu, [(crowded_cpu, 60.0)], budget_s=BUDGET_S)
+    assert hostile.status == "timeout" and hostile.error == f"timeout after {BUDGET_S:g}s", hostile
+    assert hostile.elapsed_s < BUDGET_S * pool_module.WALL_CAP_FACTOR
+    assert pool.kills == kills + 1
+
+    monkeypatch.setattr(pool_module, "_run_delay_s", lambda pid: None)
+    (wall_only,) = pool.map(fns.spin_on_cpu, [(crowded_cpu, 0.15)], budget_s=BUDGET_S)
+    assert wall_only.status == "timeout", wall_only
 
 
 def test_timeout_in_a_batch_spares_the_others(pool):
