@@ -143,11 +143,14 @@ class _Worker:
     def begin(self, task: int) -> None:
         self.task, self.started, self.delay0 = task, time.perf_counter(), _run_delay_s(self.pid)
 
-    def used(self, now: float) -> float:
-        """Seconds of the budget the current task has used: wall time less the worker's waits for a CPU."""
+    def left(self, now: float, budget_s: float) -> float:
+        """Seconds of the budget the current task has left: wall time less the worker's waits for a CPU
+        counts as used. schedstat is read only once the wall time alone has reached the budget."""
         wall = now - self.started
-        delay = _run_delay_s(self.pid) if self.delay0 is not None else None
-        return wall if delay is None else max(0.0, wall - (delay - self.delay0))
+        if wall < budget_s or self.delay0 is None:
+            return budget_s - wall
+        delay = _run_delay_s(self.pid)
+        return budget_s - (wall if delay is None else max(0.0, wall - (delay - self.delay0)))
 
     def kill(self) -> None:
         self.server.kill(self.pid)
@@ -242,7 +245,7 @@ class BudgetPool:
                     continue
                 now = time.perf_counter()
                 cap_s = budget_s * WALL_CAP_FACTOR
-                timeout = max(0.0, min(min(budget_s - w.used(now), w.started + cap_s - now) for w in busy))
+                timeout = max(0.0, min(min(w.left(now, budget_s), w.started + cap_s - now) for w in busy))
                 ready = wait([w.conn for w in busy], timeout=timeout)
                 now = time.perf_counter()
                 for w in list(busy):
@@ -265,8 +268,8 @@ class BudgetPool:
                         w.task = None
                         busy.remove(w)
                         self._idle.append(w)
-                    elif (used := w.used(now)) >= budget_s or now - w.started >= cap_s:
-                        error = (f"timeout after {budget_s:g}s" if used >= budget_s else
+                    elif (left := w.left(now, budget_s)) <= 0 or now - w.started >= cap_s:
+                        error = (f"timeout after {budget_s:g}s" if left <= 0 else
                                  f"timeout: {now - w.started:.3g}s of wall time, starved of CPU (budget {budget_s:g}s)")
                         results[i] = Outcome("timeout", error=error, elapsed_s=now - w.started)
                         busy.remove(w)
