@@ -2,7 +2,7 @@
 
     python perf/suite_beside_hog.py [--hogs N] [--out perf/results/suite_beside_hog] [--log FILE] [-- CMD ...]
 
-CMD defaults to ``make test``. The hogs start before CMD and stop after it; ``/proc/loadavg`` is sampled
+CMD defaults to ``make test``. The hogs (at this process's niceness, the command's too) start before CMD and stop after it; ``/proc/loadavg`` is sampled
 every ``--every`` seconds, and each hog's CPU time is read from ``/proc/PID/stat`` at the end (the share of a
 core it actually took, so a run where the hogs were starved does not pass for a hard one). Writes ``OUT.json``
 and ``OUT.md`` (atomically): the command's exit code, wall time, pytest's summary line, the hogs' CPU share
@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evalgym.recipes.runner import write_atomic  # noqa: E402
 HOG = "while :; do :; done"
 SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|error).*) in [\d.]+s.*$")
 
@@ -33,15 +36,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(cmd: list[str], hogs: int, every: float, log: Path) -> dict:
-    procs = [subprocess.Popen(["bash", "-c", HOG], preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
-             for _ in range(hogs)]
+    procs = [subprocess.Popen(["bash", "-c", HOG]) for _ in range(hogs)]
     load: list[tuple[float, float]] = []
     stop = threading.Event()
     t0 = time.monotonic()
@@ -70,7 +66,8 @@ def run(cmd: list[str], hogs: int, every: float, log: Path) -> dict:
         if m := SUMMARY.match(line.strip()):
             summary = m.group(1)
     loads = [x for _, x in load]
-    return {"cmd": cmd, "rc": rc, "wall_s": round(wall, 1), "summary": summary, "hogs": hogs, "cores": os.cpu_count(),
+    return {"cmd": cmd, "rc": rc, "wall_s": round(wall, 1), "summary": summary, "hogs": hogs, "nice": os.nice(0),
+            "cores": os.cpu_count(),
             "hog_cpu_share": [round(c / wall, 3) for c in hog_cpu], "load_1min": load,
             "load_mean": round(sum(loads) / len(loads), 2), "load_max": max(loads), "log": str(log)}
 
@@ -79,7 +76,7 @@ def report(r: dict) -> str:
     verdict = "passed" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
     return "\n".join([
         "# The suite beside a CPU hog", "",
-        f"`{' '.join(r['cmd'])}` beside {r['hogs']} nice-0 busy loops (`{HOG}`) on a {r['cores']}-core machine, "
+        f"`{' '.join(r['cmd'])}` beside {r['hogs']} nice-{r['nice']} busy loops (`{HOG}`) on a {r['cores']}-core machine, "
         "started before the command and stopped after it.", "",
         "| result | wall | pytest | hogs' CPU (share of a core each) | load (1 min) mean / max |",
         "|---|---|---|---|---|",
@@ -103,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(a.log) if a.log else Path(tempfile.mkstemp(prefix="suite_beside_hog_", suffix=".log")[1])
     r = run(a.cmd, a.hogs, a.every, log)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out.with_suffix(".json"), json.dumps(r, indent=1) + "\n")
     write_atomic(out.with_suffix(".md"), report(r))
     print(report(r))
